@@ -1,0 +1,1 @@
+"""Simulation environments with the gymnasium API: Push-T (pymunk) and, later, the robomimic tasks."""
