@@ -123,7 +123,7 @@ def test_keypoints_match_the_recorded_ones(pusht_zip):
     from datasets import ReplayBuffer
 
     rb = ReplayBuffer.open(pusht_zip)
-    states, recorded = rb.data["state"][:], rb.data["keypoint"][:]
+    states, recorded = rb.read("state"), rb.read("keypoint")
     env = PushTEnv(obs_type="keypoints")
     errors = []
     for t in range(0, len(states), 25):

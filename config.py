@@ -1,0 +1,254 @@
+"""Run configuration for train.py and eval.py: dataclasses, named presets and `key=value` overrides.
+
+    python train.py task=pusht_image policy=diffusion_transformer training.steps=20000 policy.n_layers=4
+
+`task=` and `policy=` pick presets (applied first, in that order), then every other `key=value` sets a
+field: `training.*`, `eval.*`, `wandb.*` and top-level keys of `Config`, and `policy.*` the fields of the
+chosen policy's own config dataclass (e.g. DiffusionConfig). Values are Python literals (`[64,128,256]`,
+`1e-4`, `None`, `true`) or bare strings. An unknown key or a value of the wrong type stops with a
+message naming it. The final config, with the classes it will build, is printed and saved with every
+checkpoint and W&B run.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float | None = None  # None: the policy's published learning rate
+    warmup_steps: int | None = None  # None: the policy's (500 for Diffusion Policy)
+    grad_clip_norm: float = 10.0
+    use_ema: bool = True
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
+    val_ratio: float = 0.02
+    max_train_episodes: int | None = None
+    split_seed: int = 42
+    log_every: int = 50
+    val_every: int = 500
+    eval_every: int = 1000  # closed-loop evaluation during training (0: only at the end)
+    checkpoint_every: int = 500
+    num_workers: int = 0  # windows come from memory with batched indexing; workers only add IPC
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+
+@dataclass
+class EvalConfig:
+    n_episodes: int = 50
+    n_envs: int | None = None  # None: all episodes at once, up to 50
+    seed: int | None = None  # None: the task's evaluation seeds (Push-T: 100000..)
+    n_videos: int = 2
+    video_size: int = 256
+    max_steps: int | None = None  # None: the task's (Push-T: 300)
+    vector: str = "sync"  # "sync" or "async" (subprocesses, spawned)
+    num_inference_steps: int | None = None  # None: the policy's
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # "offline" (default: run files under output_dir/wandb), "online", "disabled"
+    project: str = "diffusion-stack"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    task: str = "pusht_keypoints"
+    policy: str = "diffusion_unet"
+    dataset_path: str | None = None  # None: the embedded default (scripted demonstrations, generated once)
+    output_dir: str | None = None  # None: outputs/<task>_<policy>_seed<seed>
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda, mps, cpu), or any torch device
+    resume: bool = True  # continue from output_dir/checkpoints/last.pt when it exists
+    checkpoint: str | None = None  # eval.py: the checkpoint to evaluate
+    default_demos: int = 100  # episodes of the embedded default dataset
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    policy_config: dict = field(default_factory=dict)  # `policy.*` overrides, checked against the policy's config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Named presets: overrides applied before the command line's. The policy presets pick the policy class
+# (policy/__init__.py POLICIES) and its size; the task presets pick the environment and data keys
+# (envs/tasks.py TASKS) and what the task needs from training.
+TASK_PRESETS: dict[str, dict] = {
+    "pusht_lowdim": {},
+    "pusht_keypoints": {},
+    "pusht_image": {"training.batch_size": 64, "policy.down_dims": [512, 1024, 2048],
+                    "policy.diffusion_step_embed_dim": 128},
+}
+POLICY_PRESETS: dict[str, dict] = {
+    # A small UNet ([64,128,256], 5.4M parameters) trains in minutes on a CPU; the paper's is
+    # policy.down_dims=[256,512,1024] (65.8M).
+    "diffusion_unet": {"policy.down_dims": [64, 128, 256]},
+    "diffusion_transformer": {},
+}
+
+
+class ConfigError(ValueError):
+    """A bad override: the message names the key and what was expected."""
+
+
+def _coerce(value, annotation, key: str):
+    """Check/convert a parsed literal against a dataclass field's type annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if annotation is typing.Any:
+        return value
+    if origin in (list, tuple) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like [1,2,3], got {value!r}")
+        inner = args[0] if args else typing.Any
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+        items = [_coerce(v, inner, key) for v in value]
+        return tuple(items) if (origin is tuple or annotation is tuple) else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a dict like {{'a': 1}}, got {value!r}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _parse_value(text: str):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _fields(obj) -> dict:
+    return _fields_of_class(type(obj))
+
+
+def _set(cfg: Config, key: str, raw) -> None:
+    parts = key.split(".")
+    if parts[0] == "policy" and len(parts) == 2:
+        cfg.policy_config[parts[1]] = raw  # checked against the policy's config class in `finalize`
+        return
+    target = cfg
+    for part in parts[:-1]:
+        fields = _fields(target)
+        if part not in fields or not dataclasses.is_dataclass(getattr(target, part)):
+            raise ConfigError(f"unknown config key {key!r}: {part!r} is not a section ({_sections()})")
+        target = getattr(target, part)
+    fields = _fields(target)
+    name = parts[-1]
+    if name not in fields or name == "policy_config" or dataclasses.is_dataclass(getattr(target, name)):
+        valid = ", ".join(f for f in fields if f != "policy_config" and not dataclasses.is_dataclass(getattr(target, f)))
+        where = ".".join(parts[:-1]) or "top level"
+        raise ConfigError(f"unknown config key {key!r}; valid keys at {where}: {valid}")
+    setattr(target, name, _coerce(raw, fields[name], key))
+
+
+def _sections() -> str:
+    return "training, eval, wandb, policy"
+
+
+def parse_overrides(argv: list[str], cfg: Config | None = None, presets: bool = True) -> Config:
+    """Build a Config from `key=value` arguments: presets of task= and policy= first, then the rest.
+
+    `presets=False` applies the arguments alone on top of `cfg` (eval.py, on a checkpoint's config).
+    """
+    cfg = cfg or Config()
+    pairs = []
+    for arg in argv:
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(f"bad argument {arg!r}: expected key=value (e.g. training.steps=1000)")
+        key, text = arg.split("=", 1)
+        pairs.append((key.strip(), _parse_value(text)))
+    for key, value in pairs:
+        if key in ("task", "policy"):
+            _set(cfg, key, value)
+    if cfg.task not in TASK_PRESETS:
+        raise ConfigError(f"unknown task {cfg.task!r}; known tasks: {', '.join(TASK_PRESETS)}")
+    if cfg.policy not in POLICY_PRESETS:
+        raise ConfigError(f"unknown policy {cfg.policy!r}; known policies: {', '.join(POLICY_PRESETS)}")
+    if presets:
+        for key, value in [*TASK_PRESETS[cfg.task].items(), *POLICY_PRESETS[cfg.policy].items()]:
+            _set(cfg, key, value)
+    for key, value in pairs:
+        if key not in ("task", "policy"):
+            _set(cfg, key, value)
+    return cfg
+
+
+def policy_config_kwargs(cfg: Config, config_class) -> dict:
+    """`policy.*` overrides checked against the policy's config dataclass (names and types)."""
+    fields = _fields_of_class(config_class)
+    out = {}
+    for name, value in cfg.policy_config.items():
+        if name not in fields:
+            raise ConfigError(
+                f"unknown config key 'policy.{name}' for policy {cfg.policy!r} ({config_class.__name__}); "
+                f"valid: {', '.join(sorted(fields))}"
+            )
+        out[name] = _coerce(value, fields[name], f"policy.{name}")
+    return out
+
+
+def _fields_of_class(cls) -> dict:
+    """{field name: resolved type} (annotations are strings under `from __future__ import annotations`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a Config saved with `to_dict()` (in a checkpoint)."""
+    d = dict(d)
+    return Config(
+        **{k: v for k, v in d.items() if k not in ("training", "eval", "wandb")},
+        training=TrainingConfig(**d.get("training", {})),
+        eval=EvalConfig(**d.get("eval", {})),
+        wandb=WandbConfig(**d.get("wandb", {})),
+    )

@@ -1,0 +1,120 @@
+"""Push-T demonstrations recorded into a replay buffer with the published data's keys.
+
+    # N seeded demonstrations from the scripted demonstrator (no human, no download)
+    python -m datasets.pusht_demos generate --episodes 200 --output data/pusht_scripted.zarr
+
+    # a person pushes the T with the mouse (as Diffusion Policy's demo_pusht.py)
+    python -m datasets.pusht_demos teleop --output data/pusht_human.zarr
+
+Each step stores what was observed before the action, as in the published `pusht_cchi_v7_replay.zarr`:
+    img (T, 96, 96, 3) uint8   state (T, 5) f32   keypoint (T, 9, 2) f32   action (T, 2) f32   n_contacts (T, 1) f32
+(images are stored as uint8, which every reader here accepts; the published file has float32 0..255).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from envs.pusht import PushTEnv
+from envs.pusht.demonstrator import PushTDemonstrator
+
+from .replay_buffer import ReplayBuffer
+
+
+class EpisodeRecorder:
+    """Collects (observation before the action, action) steps of one Push-T episode."""
+
+    def __init__(self):
+        self.steps: dict[str, list] = {k: [] for k in ("img", "state", "keypoint", "action", "n_contacts")}
+
+    def __len__(self) -> int:
+        return len(self.steps["action"])
+
+    def record(self, env: PushTEnv, image: np.ndarray, action, n_contacts: int) -> None:
+        """`image`: the 96x96 observation before `action`; `n_contacts`: from the step that led to it."""
+        self.steps["img"].append(np.asarray(image, dtype=np.uint8))
+        self.steps["state"].append(env.get_state().astype(np.float32))
+        self.steps["keypoint"].append(env.get_keypoints().astype(np.float32))
+        self.steps["action"].append(np.asarray(action, dtype=np.float32))
+        self.steps["n_contacts"].append(np.float32([n_contacts]))
+
+    def episode(self) -> dict[str, np.ndarray]:
+        return {k: np.stack(v) for k, v in self.steps.items()}
+
+
+def scripted_episode(seed: int, max_steps: int = 300) -> tuple[dict[str, np.ndarray], bool]:
+    """One demonstration from the scripted demonstrator on `reset(seed=seed)`; returns (episode, success)."""
+    env = PushTEnv(obs_type="image", max_episode_steps=max_steps)
+    demonstrator = PushTDemonstrator(seed=seed)
+    obs, info = env.reset(seed=seed)
+    recorder = EpisodeRecorder()
+    while True:
+        action = demonstrator.act(env)
+        recorder.record(env, obs["image"], action, info["n_contacts"])
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            return recorder.episode(), bool(info["is_success"])
+
+
+def generate(output: str | Path, n_episodes: int, first_seed: int = 0, workers: int | None = None,
+             overwrite: bool = False, keep_failures: bool = False) -> dict:
+    """Record demonstrations on seeds first_seed, first_seed+1, ... until `n_episodes` are saved.
+
+    Failed episodes (no success within 300 steps) are skipped unless `keep_failures`. Episodes are written
+    in seed order as they finish, so an interrupted run leaves a readable buffer of the finished ones.
+    """
+    workers = workers or min(2, os.cpu_count() or 1)
+    saved, failed, seed = 0, [], first_seed
+    with ReplayBuffer.create(output, overwrite=overwrite) as buffer, ProcessPoolExecutor(workers) as pool, tqdm(
+        total=n_episodes, desc="demonstrations", unit="episode"
+    ) as bar:
+        while saved < n_episodes:
+            seeds = list(range(seed, seed + (n_episodes - saved)))
+            seed += len(seeds)
+            for s, (episode, success) in zip(seeds, pool.map(scripted_episode, seeds)):
+                if success or keep_failures:
+                    if saved < n_episodes:
+                        buffer.add_episode(episode)
+                        saved += 1
+                        bar.update(1)
+                if not success:
+                    failed.append(s)
+            if len(failed) > n_episodes:  # the demonstrator is broken; do not loop forever
+                raise RuntimeError(f"{output}: {len(failed)} scripted episodes failed (seeds {failed[:10]}...)")
+    return {"output": str(output), "episodes": saved, "failed_seeds": failed, "last_seed": seed - 1}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="record scripted demonstrations")
+    g.add_argument("--output", required=True, help="replay buffer to create (.zarr directory or .zip)")
+    g.add_argument("--episodes", type=int, default=200)
+    g.add_argument("--first-seed", type=int, default=0, help="seeds first..: keep them apart from 100000.. (eval)")
+    g.add_argument("--workers", type=int, default=None)
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--keep-failures", action="store_true")
+    t = sub.add_parser("teleop", help="record demonstrations with the mouse (pygame window)")
+    t.add_argument("--output", required=True, help="replay buffer to create or append to (.zarr directory)")
+    t.add_argument("--first-seed", type=int, default=None, help="default: continue after the buffer's episodes")
+    args = parser.parse_args(argv)
+
+    if args.command == "generate":
+        result = generate(args.output, args.episodes, args.first_seed, args.workers, args.overwrite,
+                          args.keep_failures)
+        print(f"saved {result['episodes']} episodes to {result['output']}; "
+              f"failed seeds skipped: {result['failed_seeds'] or 'none'}")
+    else:
+        from .pusht_teleop import run_teleop
+
+        run_teleop(args.output, first_seed=args.first_seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Closed-loop evaluation: the one rollout loop for every task and policy (eval.py and train.py use it).
+
+Episodes run in a gymnasium vector env, `n_envs` at a time, on seeds seed, seed+1, ... The policy sees
+the last `obs_horizon` observations of every env as one batch (the first observation repeated at the
+start of an episode, as Diffusion Policy's MultiStepWrapper does), returns an action chunk
+(n_envs, action_horizon, action_dim), and the chunk is executed before the policy is asked again
+(receding horizon). An episode's score is its maximum reward (Push-T: the coverage score).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .tasks import Task
+from .video import save_video
+
+
+class FrameRecorder(gym.Wrapper):
+    """Keeps `render()` frames of the current episode while `record` is on (set per env with set_attr)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.record = False
+        self.frames: list[np.ndarray] = []
+
+    def reset(self, **kwargs):
+        out = self.env.reset(**kwargs)
+        self.frames = [self.env.render()] if self.record else []
+        return out
+
+    def step(self, action):
+        out = self.env.step(action)
+        if self.record:
+            self.frames.append(self.env.render())
+        return out
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    max_reward: float
+    success: bool
+    length: int
+
+
+def summarize(results: list[EpisodeResult]) -> dict:
+    """Success rate and mean max reward with 95% confidence intervals (normal approximation)."""
+    max_rewards = np.array([r.max_reward for r in results], dtype=np.float64)
+    successes = np.array([r.success for r in results], dtype=np.float64)
+
+    def ci(x):
+        half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+        return [float(x.mean() - half), float(x.mean() + half)]
+
+    return {
+        "n_episodes": len(results),
+        "success_rate": float(successes.mean()),
+        "success_rate_ci95": ci(successes),
+        "mean_max_reward": float(max_rewards.mean()),
+        "mean_max_reward_ci95": ci(max_rewards),
+        "mean_length": float(np.mean([r.length for r in results])),
+        "episodes": [vars(r) for r in results],
+    }
+
+
+def _make_vector_env(task: Task, n_envs: int, render_size: int, max_steps: int | None, vector: str):
+    def make():
+        return FrameRecorder(task.make_env(render_size=render_size, max_episode_steps=max_steps))
+
+    fns = [make] * n_envs
+    mode = gym.vector.AutoresetMode.DISABLED  # we stop stepping an env's results once its episode ends
+    if vector == "async":
+        # spawn, not fork: forked renderers (EGL, pygame) crash; each worker builds its own env.
+        return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+@torch.no_grad()
+def evaluate(
+    policy,
+    task: Task,
+    n_episodes: int = 50,
+    seed: int | None = None,
+    n_envs: int | None = None,
+    device: str | torch.device = "cpu",
+    video_dir: str | Path | None = None,
+    n_videos: int = 2,
+    video_size: int = 256,
+    max_steps: int | None = None,
+    vector: str = "sync",
+    progress: bool = True,
+    predict_kwargs: dict | None = None,
+) -> dict:
+    """Roll `policy` out for `n_episodes` episodes; returns `summarize(...)` plus `videos` (paths).
+
+    `policy.predict_action(obs)` takes {key: tensor (B, To, ...)} and returns (B, Ta, Da); `policy.reset()` is
+    called before each batch of episodes; `predict_kwargs` go to predict_action (e.g. num_inference_steps).
+    """
+    seed = task.eval_seed if seed is None else seed
+    n_envs = min(n_episodes, n_envs or 50)
+    obs_horizon = policy.config.obs_horizon
+    policy.eval()
+    results: list[EpisodeResult] = []
+    videos: list[str] = []
+    envs = None
+    bar = tqdm(total=n_episodes, desc="eval", unit="episode", disable=not progress, leave=False)
+    try:
+        for first in range(0, n_episodes, n_envs):
+            seeds = list(range(seed + first, seed + min(first + n_envs, n_episodes)))
+            n = len(seeds)
+            if envs is None or envs.num_envs != n:
+                if envs is not None:
+                    envs.close()
+                envs = _make_vector_env(task, n, video_size, max_steps, vector)
+            record = [first + i < n_videos and video_dir is not None for i in range(n)]
+            envs.set_attr("record", record)
+            obs, _ = envs.reset(seed=seeds)
+            policy.reset()
+            history = deque([task.obs_from_env(obs)] * obs_horizon, maxlen=obs_horizon)
+            done = np.zeros(n, dtype=bool)
+            max_reward = np.zeros(n)
+            success = np.zeros(n, dtype=bool)
+            length = np.zeros(n, dtype=np.int64)
+            while not done.all():
+                batch = {
+                    k: torch.from_numpy(np.stack([h[k] for h in history], axis=1)).to(device)
+                    for k in history[0]
+                }
+                chunk = policy.predict_action(batch, **(predict_kwargs or {})).float().cpu().numpy()  # (n, Ta, Da)
+                for t in range(chunk.shape[1]):
+                    obs, reward, terminated, truncated, info = envs.step(chunk[:, t])
+                    active = ~done
+                    max_reward[active] = np.maximum(max_reward[active], reward[active])
+                    success[active] |= np.asarray(info["is_success"], dtype=bool)[active]
+                    length[active] += 1
+                    done |= terminated | truncated
+                    bar.update(int((done & active).sum()))
+                    history.append(task.obs_from_env(obs))
+                    if done.all():
+                        break
+            results += [EpisodeResult(s, float(m), bool(ok), int(le)) for s, m, ok, le in
+                        zip(seeds, max_reward, success, length)]
+            if any(record):
+                for i, frames in enumerate(envs.get_attr("frames")):
+                    if record[i]:
+                        frames = frames[: length[i] + 1]
+                        videos.append(str(save_video(frames, Path(video_dir) / f"episode_{seeds[i]}.mp4")))
+    finally:
+        bar.close()
+        if envs is not None:
+            envs.close()
+    summary = summarize(results)
+    summary["videos"] = videos
+    return summary

@@ -1,0 +1,91 @@
+"""Evaluate a trained policy in closed loop.
+
+    python eval.py checkpoint=outputs/pusht_keypoints_diffusion_unet_seed0/checkpoints/last.pt
+    python eval.py checkpoint=PATH n_episodes=100 n_envs=25 seed=200000 output_dir=outputs/my_eval
+    python eval.py checkpoint=PATH policy.inference_scheduler=ddim policy.num_inference_steps=10
+
+Rolls the checkpoint's policy (its EMA weights) out on the task's evaluation seeds (Push-T: 100000..100049)
+in a gymnasium vector env, writes `eval.json` (n_episodes, success_rate, mean_max_reward with 95%
+confidence intervals, per-episode seed / max reward / success / length) and mp4 videos of the first
+episodes into `output_dir` (default: <run>/eval), and logs the same to W&B (offline unless wandb.mode=online).
+Shorthands: `n_episodes=`, `n_envs=` and `seed=` mean `eval.n_episodes=`, `eval.n_envs=` and `eval.seed=`.
+`policy.*` may change only how the policy samples (inference scheduler and steps), not its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from config import ConfigError, config_from_dict, parse_overrides
+from envs.tasks import get_task
+from train import TrainingError, load_checkpoint, pick_device, policy_from_checkpoint, run_evaluation, start_wandb
+
+ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
+SAMPLING_FIELDS = {"inference_scheduler", "num_inference_steps"}
+
+
+def evaluate_checkpoint(argv: list[str]) -> dict:
+    args = [ALIASES.get(a.split("=", 1)[0], a.split("=", 1)[0]) + "=" + a.split("=", 1)[1] if "=" in a else a
+            for a in argv]
+    checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
+    if not checkpoint:
+        raise ConfigError("checkpoint=PATH is required (e.g. outputs/<run>/checkpoints/last.pt)")
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    cfg.output_dir = None
+    cfg.policy_config = {}
+    cfg = parse_overrides(args, cfg, presets=False)
+    if cfg.task != ckpt["task"]:
+        raise TrainingError(f"{checkpoint}: the checkpoint is for task {ckpt['task']!r}, not {cfg.task!r}")
+    if cfg.policy != ckpt["policy_name"]:
+        raise TrainingError(f"{checkpoint}: the checkpoint holds policy {ckpt['policy_name']!r}, not {cfg.policy!r}")
+    changed = set(cfg.policy_config) - SAMPLING_FIELDS
+    if changed:
+        raise ConfigError(f"eval.py can change only {sorted(SAMPLING_FIELDS)} of the policy, not {sorted(changed)}")
+    task = get_task(cfg.task)
+    device = pick_device(cfg.device)
+
+    policy_config = dict(cfg.policy_config)
+    if "inference_scheduler" in cfg.policy_config and "num_inference_steps" not in cfg.policy_config:
+        policy_config["num_inference_steps"] = None  # the new scheduler's default
+    policy = policy_from_checkpoint(ckpt, checkpoint, config_overrides=policy_config).to(device)
+
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else Path(checkpoint).resolve().parent.parent / "eval"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"evaluating {checkpoint} (task {cfg.task}, policy {cfg.policy}, step {ckpt['step']}, "
+          f"{policy.config.inference_scheduler if hasattr(policy.config, 'inference_scheduler') else ''}"
+          f"{'-' + str(policy.config.num_inference_steps) if hasattr(policy.config, 'num_inference_steps') else ''})"
+          f" on {cfg.eval.n_episodes} episodes, {device}")
+    result = run_evaluation(policy, task, cfg, device, output_dir, "eval")
+    result = {"checkpoint": str(checkpoint), "step": ckpt["step"], "task": cfg.task, "policy": cfg.policy,
+              "policy_config": policy.config.to_dict(), **result}
+    (output_dir / "eval.json").write_text(json.dumps(result, indent=1))
+
+    run = start_wandb(cfg, output_dir, {"checkpoint": str(checkpoint), "step": ckpt["step"]},
+                      run_id=f"eval-{output_dir.name}-{ckpt.get('wandb_run_id', 'run')}")
+    run.log({"eval/mean_max_reward": result["mean_max_reward"], "eval/success_rate": result["success_rate"]})
+    if result["videos"]:
+        import wandb
+
+        run.log({"eval/video": wandb.Video(result["videos"][0], format="mp4")})
+    run.finish()
+    lo, hi = result["mean_max_reward_ci95"]
+    print(f"mean max reward {result['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), success rate "
+          f"{result['success_rate']:.2f} over {result['n_episodes']} episodes")
+    print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'eval'}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        evaluate_checkpoint(sys.argv[1:] if argv is None else argv)
+    except (ConfigError, TrainingError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

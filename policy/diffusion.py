@@ -1,0 +1,264 @@
+"""Diffusion Policy (Chi et al., RSS 2023): a denoising diffusion model over action windows.
+
+Training: normalize the action window x0 (B, Tp, Da), draw noise eps and a step t per sample,
+``x_t = scheduler.add_noise(x0, eps, t)``, and regress the network's output on eps (MSE).
+Inference: encode the last To observations once, start from Gaussian noise, and denoise with
+``scheduler.step`` (DDPM with 100 steps as published, or DDIM with ~10 steps for speed); return the
+Ta actions starting at index To-1 of the window, un-normalized.
+
+Batch and obs formats: see ``policy/base.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import Tensor, nn
+
+from .base import Policy
+from .nets.transformer import TransformerForDiffusion
+from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
+from .nets.vision import ObservationEncoder, is_image_shape
+
+NETWORKS = ("unet", "transformer")
+
+
+@dataclass
+class DiffusionConfig:
+    """Everything needed to build a DiffusionPolicy. Defaults are the paper's Push-T (state) settings.
+
+    ``obs_shapes`` maps each observation key to its per-step shape: (H, W, 3) for cameras, e.g. (5,) or
+    (9, 2) for low-dim keys. Optimizer fields left as None take the network's published values.
+    """
+
+    obs_shapes: dict[str, tuple[int, ...]]
+    action_dim: int
+    network: str = "unet"  # "unet" (CNN) or "transformer"
+
+    # Horizons (Tp, To, Ta): predict Tp actions from To observations, execute Ta, replan.
+    horizon: int = 16
+    obs_horizon: int = 2
+    action_horizon: int = 8
+
+    # UNet
+    down_dims: tuple[int, ...] = (256, 512, 1024)
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 256
+    cond_predict_scale: bool = True
+
+    # Transformer
+    n_layers: int = 8
+    n_heads: int = 4
+    embed_dim: int = 256
+    p_drop_emb: float = 0.0
+    p_drop_attn: float = 0.3
+    causal_attn: bool = True
+    n_cond_layers: int = 0
+
+    # Vision (image keys only)
+    crop_shape: tuple[int, int] | None = (84, 84)
+    image_feature_dim: int = 64
+    spatial_softmax_keypoints: int = 32
+    vision_base_channels: int = 64  # 64 = ResNet-18; smaller multiples of 16 for tiny test nets
+
+    # Diffusion. Training always uses DDPM with num_train_timesteps steps.
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"  # "epsilon" (published) or "sample"
+    clip_sample: bool = True
+    inference_scheduler: str = "ddpm"  # "ddpm" or "ddim"
+    num_inference_steps: int | None = None  # None: 100 for DDPM, 10 for DDIM
+
+    # Optimizer (read by the trainer through DiffusionPolicy.get_optimizer_groups / make_optimizer)
+    optimizer_lr: float = 1e-4
+    optimizer_betas: tuple[float, float] | None = None  # unet (0.95, 0.999), transformer (0.9, 0.95)
+    optimizer_weight_decay: float | None = None  # unet 1e-6 (all params), transformer 1e-3 (Linear weights)
+    obs_encoder_weight_decay: float = 1e-6  # the vision encoder's group when the network is a transformer
+    optimizer_eps: float = 1e-8
+    lr_warmup_steps: int = 500  # cosine schedule with warmup, built by the trainer
+
+    def __post_init__(self):
+        # Accept lists (from YAML / JSON) wherever tuples are meant.
+        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
+        self.down_dims = tuple(self.down_dims)
+        self.crop_shape = tuple(self.crop_shape) if self.crop_shape is not None else None
+        if self.optimizer_betas is not None:
+            self.optimizer_betas = tuple(self.optimizer_betas)
+
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if not self.obs_shapes:
+            raise ValueError("obs_shapes is empty: the policy needs at least one observation key")
+        if "action" in self.obs_shapes:
+            raise ValueError("'action' is not an observation key")
+        if self.action_dim < 1:
+            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
+        if min(self.horizon, self.obs_horizon, self.action_horizon) < 1:
+            raise ValueError("horizon, obs_horizon and action_horizon must be positive")
+        if self.obs_horizon - 1 + self.action_horizon > self.horizon:
+            raise ValueError(
+                f"obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} exceeds "
+                f"horizon {self.horizon}: the executed actions start at index obs_horizon - 1 of the window"
+            )
+        if self.network == "unet":
+            check_unet_horizon(self.horizon, self.down_dims)
+        for key, shape in self.obs_shapes.items():
+            if is_image_shape(shape) and self.crop_shape and (
+                    self.crop_shape[0] > shape[0] or self.crop_shape[1] > shape[1]):
+                raise ValueError(f"crop_shape {self.crop_shape} is larger than image {key!r} of shape {shape}")
+        if self.prediction_type not in ("epsilon", "sample"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
+        if self.inference_scheduler not in ("ddpm", "ddim"):
+            raise ValueError(f"inference_scheduler must be 'ddpm' or 'ddim', got {self.inference_scheduler!r}")
+        if self.num_inference_steps is None:
+            self.num_inference_steps = self.num_train_timesteps if self.inference_scheduler == "ddpm" else 10
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be in 1..{self.num_train_timesteps}, "
+                             f"got {self.num_inference_steps}")
+        if self.optimizer_betas is None:
+            self.optimizer_betas = (0.95, 0.999) if self.network == "unet" else (0.9, 0.95)
+        if self.optimizer_weight_decay is None:
+            self.optimizer_weight_decay = 1e-6 if self.network == "unet" else 1e-3
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
+
+    def to_dict(self) -> dict:
+        """Plain dict (for checkpoints); ``DiffusionConfig(**d)`` rebuilds it."""
+        return dataclasses.asdict(self)
+
+
+class DiffusionPolicy(Policy):
+    """Diffusion Policy with a 1D UNet or a transformer as the noise-prediction network.
+
+    Args:
+        config: a DiffusionConfig.
+        normalizer: an nn.Module with normalize(key, x) / unnormalize(key, x), fitted on the training data
+            for every key of ``config.obs_shapes`` and "action". Registered, so it is saved with the policy.
+    """
+
+    def __init__(self, config: DiffusionConfig, normalizer: nn.Module):
+        super().__init__()
+        self.config = config
+        self.normalizer = normalizer
+        self.obs_encoder = ObservationEncoder(
+            config.obs_shapes, config.crop_shape, config.image_feature_dim, config.spatial_softmax_keypoints,
+            config.vision_base_channels,
+        )
+        if config.network == "unet":
+            self.model = ConditionalUnet1D(
+                config.action_dim, config.obs_horizon * self.obs_encoder.feature_dim, config.horizon,
+                config.down_dims, config.kernel_size, config.n_groups, config.diffusion_step_embed_dim,
+                config.cond_predict_scale,
+            )
+        else:
+            self.model = TransformerForDiffusion(
+                config.action_dim, self.obs_encoder.feature_dim, config.horizon, config.obs_horizon,
+                config.n_layers, config.n_heads, config.embed_dim, config.p_drop_emb, config.p_drop_attn,
+                config.causal_attn, config.n_cond_layers,
+            )
+        scheduler_kwargs = dict(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                                clip_sample=config.clip_sample, prediction_type=config.prediction_type)
+        self.noise_scheduler = DDPMScheduler(variance_type="fixed_small", **scheduler_kwargs)
+        if config.inference_scheduler == "ddpm":
+            self.inference_scheduler = DDPMScheduler(variance_type="fixed_small", **scheduler_kwargs)
+        else:
+            self.inference_scheduler = DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **scheduler_kwargs)
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _encode_obs(self, obs: dict[str, Tensor]) -> Tensor:
+        """Raw obs {key: (B, To, ...)} -> conditioning: (B, To*F) for the UNet, (B, To, F) for the transformer."""
+        normalized = {key: self.normalizer.normalize(key, obs[key]) for key in self.config.obs_shapes}
+        return self.obs_encoder(normalized, flatten=self.config.network == "unet")
+
+    def _obs_window(self, obs: dict[str, Tensor], last: bool) -> dict[str, Tensor]:
+        """The To observation steps the policy conditions on: the first To of a training window, or the
+        last To of a run-time history."""
+        to = self.config.obs_horizon
+        window = {}
+        for key in self.config.obs_shapes:
+            if key not in obs:
+                raise KeyError(f"observation {key!r} missing; got keys {sorted(obs)}")
+            x = obs[key]
+            if x.shape[1] < to:
+                raise ValueError(f"obs[{key!r}] has {x.shape[1]} steps, the policy needs obs_horizon={to}")
+            window[key] = x[:, -to:] if last else x[:, :to]
+        return window
+
+    # ------------------------------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
+        """batch {"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)} raw -> {"loss": scalar MSE}."""
+        if batch["action"].shape[1:] != (self.config.horizon, self.config.action_dim):
+            raise ValueError(f"action has shape {tuple(batch['action'].shape)}, expected "
+                             f"(B, {self.config.horizon}, {self.config.action_dim})")
+        cond = self._encode_obs(self._obs_window(batch["obs"], last=False))
+        actions = self.normalizer.normalize("action", batch["action"]).float()
+        noise = torch.randn_like(actions)
+        timesteps = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
+        noisy_actions = self.noise_scheduler.add_noise(actions, noise, timesteps)
+        prediction = self.model(noisy_actions, timesteps, cond)
+        target = noise if self.config.prediction_type == "epsilon" else actions
+        return {"loss": F.mse_loss(prediction, target)}
+
+    # ----------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def sample_action_window(self, obs: dict[str, Tensor], generator: torch.Generator | None = None,
+                             num_inference_steps: int | None = None) -> Tensor:
+        """The whole denoised window (B, Tp, Da), un-normalized. Observations are encoded once here, not
+        once per denoising step. ``generator`` (on the policy's device) makes the sampling reproducible."""
+        cond = self._encode_obs(self._obs_window(obs, last=True))
+        batch = cond.shape[0]
+        scheduler = self.inference_scheduler
+        scheduler.set_timesteps(num_inference_steps or self.config.num_inference_steps)
+        x = torch.randn((batch, self.config.horizon, self.config.action_dim), generator=generator,
+                        device=cond.device, dtype=cond.dtype)
+        for t in scheduler.timesteps:
+            model_output = self.model(x, t.to(cond.device).expand(batch), cond)
+            x = scheduler.step(model_output, t, x, generator=generator).prev_sample
+        return self.normalizer.unnormalize("action", x)
+
+    @torch.no_grad()
+    def predict_action(self, obs: dict[str, Tensor], generator: torch.Generator | None = None,
+                       num_inference_steps: int | None = None) -> Tensor:
+        """obs {key: (B, >=To, ...)} raw (the last To steps are used) -> actions to execute (B, Ta, Da).
+
+        Call ``.eval()`` first: in training mode image crops are random and dropout is active.
+        """
+        window = self.sample_action_window(obs, generator, num_inference_steps)
+        start = self.config.obs_horizon - 1
+        return window[:, start:start + self.config.action_horizon]
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def get_optimizer_groups(self) -> list[dict]:
+        """AdamW parameter groups with their weight decay (the trainable parameters only).
+
+        UNet: one group, all parameters, weight decay ``optimizer_weight_decay`` (1e-6).
+        Transformer: its own decay / no-decay groups (1e-3 on Linear weights) plus the observation encoder
+        with ``obs_encoder_weight_decay`` (1e-6), as in the reference.
+        """
+        def trainable(params):
+            return [p for p in params if p.requires_grad]
+
+        cfg = self.config
+        if cfg.network == "unet":
+            groups = [{"params": trainable(self.model.parameters()) + trainable(self.obs_encoder.parameters()),
+                       "weight_decay": cfg.optimizer_weight_decay}]
+        else:
+            groups = self.model.optim_groups(cfg.optimizer_weight_decay)
+            groups.append({"params": trainable(self.obs_encoder.parameters()),
+                           "weight_decay": cfg.obs_encoder_weight_decay})
+            for group in groups:
+                group["params"] = trainable(group["params"])
+        return [g for g in groups if g["params"]]
+
+    def make_optimizer(self) -> torch.optim.AdamW:
+        """AdamW with the published settings for this network (lr, betas, eps and weight decay from config)."""
+        cfg = self.config
+        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
+                                 eps=cfg.optimizer_eps)

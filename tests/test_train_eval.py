@@ -1,0 +1,166 @@
+"""train.py and eval.py: overrides, the train -> checkpoint -> kill -> resume -> eval round trip, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import eval as eval_script
+import train
+from config import ConfigError, parse_overrides, policy_config_kwargs
+from datasets import ReplayBuffer
+from datasets.pusht_demos import generate
+from policy import DiffusionConfig
+
+TINY = [
+    "policy.down_dims=[8,16]", "policy.diffusion_step_embed_dim=16", "policy.kernel_size=3", "policy.n_groups=4",
+    "policy.inference_scheduler=ddim", "policy.num_inference_steps=3", "training.batch_size=16",
+    "training.threads=1", "eval.n_episodes=2", "eval.max_steps=16", "eval.n_videos=1", "eval.video_size=64",
+]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    """Three scripted Push-T demonstrations: real physics, a real zarr file."""
+    path = tmp_path_factory.mktemp("data") / "demos.zarr"
+    generate(path, n_episodes=3, first_seed=10, workers=1)
+    return path
+
+
+def run_train(argv):
+    return train.train(parse_overrides(argv))
+
+
+def test_overrides_set_fields_and_presets():
+    cfg = parse_overrides(["task=pusht_image", "training.steps=7", "eval.n_envs=3", "wandb.mode=disabled",
+                           "policy.down_dims=[32,64]", "seed=5", "dataset_path=/x/y.zip"])
+    assert (cfg.task, cfg.training.steps, cfg.eval.n_envs, cfg.wandb.mode, cfg.seed) == \
+           ("pusht_image", 7, 3, "disabled", 5)
+    assert cfg.training.batch_size == 64  # the image task's preset
+    assert policy_config_kwargs(cfg, DiffusionConfig)["down_dims"] == (32, 64)
+    assert parse_overrides([]).policy_config["down_dims"] == [64, 128, 256]  # the small-UNet preset
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["training.stepz=1"], "unknown config key 'training.stepz'"),
+    (["training.steps=many"], "training.steps: expected an integer"),
+    (["training.use_ema=3"], "training.use_ema: expected true or false"),
+    (["nonsense=1"], "unknown config key 'nonsense'"),
+    (["task=pusht_3d"], "unknown task 'pusht_3d'"),
+    (["policy=diffusion_lstm"], "unknown policy 'diffusion_lstm'"),
+    (["steps"], "expected key=value"),
+])
+def test_bad_overrides_name_the_key(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_overrides(argv)
+
+
+def test_unknown_policy_field_is_named():
+    with pytest.raises(ConfigError, match="policy.down_dimz"):
+        policy_config_kwargs(parse_overrides(["policy.down_dimz=[1]"]), DiffusionConfig)
+
+
+def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
+    common = [f"dataset_path={demos}", "training.steps=6", "training.checkpoint_every=3", "training.eval_every=0",
+              "training.val_every=3", "training.log_every=1", "training.warmup_steps=2", "wandb.mode=offline",
+              *TINY]
+    straight = tmp_path / "straight"
+    summary = run_train([*common, f"output_dir={straight}"])
+    assert summary["step"] == 6 and summary["n_episodes"] == 2
+
+    # The same run killed right after its step-3 checkpoint, then started again.
+    resumed = tmp_path / "resumed"
+    real_save = train.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["step"] == 3:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_train([*common, f"output_dir={resumed}"])
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert train.load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == 3
+    run_train([*common, f"output_dir={resumed}"])
+
+    a = train.load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = train.load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for key in a["policy"]:
+        torch.testing.assert_close(a["policy"][key], b["policy"][key], rtol=0, atol=0, msg=key)
+    for key in a["ema"]["averaged"]:
+        torch.testing.assert_close(a["ema"]["averaged"][key], b["ema"]["averaged"][key], rtol=0, atol=0, msg=key)
+    assert a["lr_scheduler"] == b["lr_scheduler"]
+    assert [h["train/loss"] for h in a["history"] if "train/loss" in h] == \
+           [h["train/loss"] for h in b["history"] if "train/loss" in h]
+    assert any((straight / "wandb").glob("offline-run-*/run-*.wandb"))  # a real offline W&B run file
+
+    # eval.py on the checkpoint: eval.json contents and a video.
+    out = tmp_path / "eval"
+    assert eval_script.main([f"checkpoint={straight / 'checkpoints' / 'last.pt'}", "n_episodes=3", "n_envs=2",
+                             "seed=100010", f"output_dir={out}", "wandb.mode=disabled"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["n_episodes"] == 3 and [e["seed"] for e in result["episodes"]] == [100010, 100011, 100012]
+    rewards = [e["max_reward"] for e in result["episodes"]]
+    assert result["mean_max_reward"] == pytest.approx(np.mean(rewards))
+    assert result["success_rate"] == pytest.approx(np.mean([e["success"] for e in result["episodes"]]))
+    lo, hi = result["mean_max_reward_ci95"]
+    assert lo <= result["mean_max_reward"] <= hi
+    assert all(0 < e["length"] <= 16 for e in result["episodes"])
+    assert len(result["videos"]) == 1 and Path(result["videos"][0]).stat().st_size > 0
+
+    # Checkpoints from another task, truncated or incomplete are refused with their path named.
+    ckpt = straight / "checkpoints" / "last.pt"
+    assert eval_script.main([f"checkpoint={ckpt}", "task=pusht_image"]) == 2
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:2000])
+    with pytest.raises(train.TrainingError, match="truncated.pt: not a readable checkpoint"):
+        train.load_checkpoint(truncated)
+    incomplete = tmp_path / "incomplete.pt"
+    torch.save({"policy": {}}, incomplete)
+    with pytest.raises(train.TrainingError, match=r"incomplete.pt: checkpoint is missing keys \['config'"):
+        train.load_checkpoint(incomplete)
+    with pytest.raises(train.TrainingError, match="belongs to task 'pusht_keypoints'"):
+        run_train([*common, f"output_dir={straight}", "task=pusht_lowdim", "training.steps=8"])
+
+
+def test_dataset_without_the_task_keys_is_named(tmp_path):
+    path = tmp_path / "state_only.zarr"
+    with ReplayBuffer.create(path) as rb:
+        rb.add_episode({"state": np.zeros((20, 5), np.float32), "action": np.zeros((20, 2), np.float32)})
+    with pytest.raises(KeyError, match=r"needs data keys \['keypoint', 'state', 'action'\]; missing \['keypoint'\]"):
+        run_train([f"dataset_path={path}", "task=pusht_keypoints", f"output_dir={tmp_path / 'out'}", *TINY])
+    assert train.main([f"dataset_path={path}", f"output_dir={tmp_path / 'out'}", "wandb.mode=disabled"]) == 2
+
+
+def test_nan_loss_stops_with_the_step_and_last_checkpoint(demos, tmp_path, monkeypatch):
+    from policy.diffusion import DiffusionPolicy
+
+    real = DiffusionPolicy.compute_loss
+    calls = {"n": 0}
+
+    def nan_after_four(self, batch):
+        calls["n"] += 1
+        out = real(self, batch)
+        return {"loss": out["loss"] * float("nan")} if calls["n"] > 4 else out
+
+    monkeypatch.setattr(DiffusionPolicy, "compute_loss", nan_after_four)
+    with pytest.raises(train.TrainingError, match=r"loss is nan at step 4; stopping \(the last good checkpoint is .*last.pt"):
+        run_train([f"dataset_path={demos}", "training.steps=10", "training.checkpoint_every=2",
+                   "training.eval_every=0", "training.val_every=100", "wandb.mode=disabled",
+                   f"output_dir={tmp_path}", *TINY])
+
+
+def test_loss_decreases_on_a_real_data_subset(pusht_zip, tmp_path):
+    summary_dir = tmp_path / "run"
+    run_train([f"dataset_path={pusht_zip}", "training.max_train_episodes=4", "training.steps=80",
+               "training.log_every=1", "training.eval_every=0", "training.val_every=1000", "training.lr=1e-3",
+               "training.warmup_steps=5", "wandb.mode=disabled", f"output_dir={summary_dir}",
+               *TINY, "eval.n_episodes=1", "policy.down_dims=[32,64]", "policy.diffusion_step_embed_dim=32"])
+    history = train.load_checkpoint(summary_dir / "checkpoints" / "last.pt")["history"]
+    losses = [h["train/loss"] for h in history if "train/loss" in h]
+    assert len(losses) == 80
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses

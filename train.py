@@ -1,0 +1,400 @@
+"""Train a policy from demonstrations, evaluate it in closed loop, log to Weights & Biases.
+
+    python train.py                                    # small Diffusion Policy on generated Push-T demos (CPU ok)
+    python train.py task=pusht_image dataset_path=../shared/data/pusht.zip training.steps=200000
+    python train.py policy=diffusion_transformer wandb.mode=online
+
+Overrides are `key=value` (see config.py). The loop reads top to bottom: data -> normalizer -> policy ->
+optimizer, EMA -> resume -> steps (loss, clip, step, EMA; periodic validation loss, closed-loop evaluation
+and checkpoints) -> final evaluation. Everything lands in `output_dir`: checkpoints/last.pt and best.pt
+(written atomically), eval.json, videos/, training_curve.png and the W&B run files (wandb/).
+Killed runs continue exactly where their last checkpoint left off when started again with the same
+output_dir (model, EMA, optimizer, LR schedule, step, data order and RNG states).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from config import Config, ConfigError, parse_overrides, policy_config_kwargs  # noqa: E402
+from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
+from envs.rollout import evaluate  # noqa: E402
+from envs.tasks import Task, get_task  # noqa: E402
+from policy import EMA, POLICIES  # noqa: E402
+
+REPO = Path(__file__).resolve().parent
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_dataset(cfg: Config) -> Path:
+    """The embedded default: scripted Push-T demonstrations, generated once into outputs/data/."""
+    from datasets.pusht_demos import generate
+
+    path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
+    if not path.exists():
+        print(f"generating {cfg.default_demos} scripted Push-T demonstrations into {path} (once)")
+        tmp = path.with_name(path.name + ".tmp")
+        generate(tmp, cfg.default_demos, first_seed=0, overwrite=True)
+        os.replace(tmp, path)
+    return path
+
+
+def load_data(cfg: Config, task: Task, policy_cfg) -> tuple[WindowDataset, WindowDataset | None, dict]:
+    """Train/validation windows of the task's observation keys, split by episode."""
+    path = Path(cfg.dataset_path) if cfg.dataset_path else default_dataset(cfg)
+    rb = ReplayBuffer.open(path)
+    task.check_dataset(rb.keys, str(path))
+    arrays = rb.to_memory(list(task.dataset_keys))
+    ends = rb.episode_ends
+    rb.close()
+    data = {**task.obs_from_dataset(arrays), "action": arrays[task.action_key]}
+    train_idx, val_idx = split_episodes(len(ends), cfg.training.val_ratio, cfg.training.split_seed,
+                                        cfg.training.max_train_episodes)
+    windows = dict(horizon=policy_cfg.horizon, obs_horizon=policy_cfg.obs_horizon,
+                   action_horizon=policy_cfg.action_horizon, episode_ends=ends)
+    obs_keys = list(task.obs_shapes)
+    train = WindowDataset(data, obs_keys, episodes=train_idx, **windows)
+    val = WindowDataset(data, obs_keys, episodes=val_idx, **windows) if len(val_idx) else None
+    info = {"path": str(path), "n_episodes": len(ends), "n_steps": int(ends[-1]),
+            "train_episodes": train_idx.tolist(), "val_episodes": val_idx.tolist(), "train_windows": len(train)}
+    return train, val, info
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+            for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+CHECKPOINT_KEYS = ("config", "task", "policy_name", "policy_config", "policy", "step")
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint, stopping with a message naming the file if it is truncated or incomplete."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated zip, unpickling garbage, ...
+        raise TrainingError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") from e
+    if not isinstance(ckpt, dict):
+        raise TrainingError(f"{path}: not a checkpoint of this project (got a {type(ckpt).__name__})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise TrainingError(f"{path}: checkpoint is missing keys {missing}")
+    return ckpt
+
+
+def build_policy(name: str, policy_config: dict, normalizer: torch.nn.Module):
+    if name not in POLICIES:
+        raise ConfigError(f"unknown policy {name!r}; known policies: {', '.join(POLICIES)}")
+    spec = POLICIES[name]
+    return spec.policy_class(spec.config_class(**policy_config), normalizer)
+
+
+def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, config_overrides: dict | None = None):
+    """The policy a checkpoint holds (its EMA weights when it has them), in eval mode.
+
+    `config_overrides` change policy config fields that hold no weights (e.g. the inference scheduler).
+    """
+    policy = build_policy(ckpt["policy_name"], {**ckpt["policy_config"], **(config_overrides or {})}, Normalizer())
+    weights = ckpt["ema"]["averaged"] if use_ema and ckpt.get("ema") else ckpt["policy"]
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as e:
+        raise TrainingError(f"{path}: weights do not fit policy {ckpt['policy_name']!r}: {e}") from e
+    return policy.eval()
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- logging
+
+
+def start_wandb(cfg: Config, output_dir: Path, run_info: dict, run_id: str):
+    import wandb
+
+    if cfg.wandb.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(
+        mode=cfg.wandb.mode, project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+        name=cfg.wandb.name or output_dir.name, tags=cfg.wandb.tags, dir=str(output_dir), id=run_id,
+        resume="allow", config={**cfg.to_dict(), **run_info},
+    )
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    train = [(h["step"], h["train/loss"]) for h in history if "train/loss" in h]
+    val = [(h["step"], h["val/loss"]) for h in history if "val/loss" in h]
+    score = [(h["step"], h["eval/mean_max_reward"]) for h in history if "eval/mean_max_reward" in h]
+    if train:
+        ax1.plot(*zip(*train), label="train")
+    if val:
+        ax1.plot(*zip(*val), "o-", label="validation")
+    ax1.set(xlabel="step", ylabel="loss", yscale="log", title="diffusion loss")
+    ax1.legend()
+    if score:
+        ax2.plot(*zip(*score), "o-")
+    ax2.set(xlabel="step", ylabel="mean max reward", ylim=(0, 1), title="closed-loop score")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run_evaluation(policy, task, cfg: Config, device, output_dir: Path, tag: str) -> dict:
+    """Closed-loop evaluation with the eval.* settings (train.py during training, eval.py on a checkpoint)."""
+    predict_kwargs = {}
+    if cfg.eval.num_inference_steps is not None:
+        predict_kwargs["num_inference_steps"] = cfg.eval.num_inference_steps
+    return evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
+                    device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,
+                    video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector,
+                    predict_kwargs=predict_kwargs)
+
+
+def train(cfg: Config) -> dict:
+    task = get_task(cfg.task)
+    device = pick_device(cfg.device)
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # Policy config first: its horizons shape the data windows.
+    if cfg.policy not in POLICIES:
+        raise ConfigError(f"unknown policy {cfg.policy!r}; known policies: {', '.join(POLICIES)}")
+    spec = POLICIES[cfg.policy]
+    policy_cfg = spec.config_class(**{**spec.defaults, "obs_shapes": task.obs_shapes, "action_dim": task.action_dim,
+                                      **policy_config_kwargs(cfg, spec.config_class)})
+
+    train_set, val_set, data_info = load_data(cfg, task, policy_cfg)
+    image_keys = [k for k in task.obs_shapes if len(task.obs_shapes[k]) == 3]
+    normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=image_keys)
+    policy = spec.policy_class(policy_cfg, normalizer).to(device)
+    optimizer = policy.make_optimizer()
+    if cfg.training.lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.training.lr
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    warmup = cfg.training.warmup_steps if cfg.training.warmup_steps is not None else policy_cfg.lr_warmup_steps
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, cfg.training.steps)
+    ema = EMA(policy, power=cfg.training.ema_power, max_decay=cfg.training.ema_max_decay) if cfg.training.use_ema \
+        else None
+    n_params = sum(p.numel() for p in policy.parameters())
+
+    step, best_score, history = 0, -math.inf, []
+    run_id = f"{output_dir.name}-{int(time.time())}"
+    if cfg.resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, map_location=device)
+        if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
+            raise TrainingError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
+                                f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
+        policy.load_state_dict(ckpt["policy"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        step, best_score, history, run_id = ckpt["step"], ckpt["best_score"], ckpt["history"], ckpt["wandb_run_id"]
+        set_rng_state(ckpt["rng"])
+        print(f"resumed from {last_path} at step {step}")
+
+    run_info = {"dataset": {k: v for k, v in data_info.items() if not k.endswith("_episodes")},
+                "normalizer_stats": {k: {s: v.tolist() for s, v in st.items()} for k, st in normalizer.stats().items()},
+                "code_version": code_version(), "n_parameters": n_params,
+                "classes": {"policy": f"{spec.policy_class.__module__}.{spec.policy_class.__name__}",
+                            "task": cfg.task, "env": task.env_id}}
+    print(f"task {cfg.task} ({task.env_id}, obs {task.obs_shapes}), policy {cfg.policy} "
+          f"({run_info['classes']['policy']}, {n_params / 1e6:.2f}M parameters) on {device}")
+    print(f"data {data_info['path']}: {data_info['n_episodes']} episodes, {len(train_set)} training windows; "
+          f"output {output_dir}")
+    run = start_wandb(cfg, output_dir, run_info, run_id)
+
+    def checkpoint_state() -> dict:
+        return {"config": cfg.to_dict(), "task": cfg.task, "policy_name": cfg.policy,
+                "policy_config": policy_cfg.to_dict(), "policy": policy.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(), "step": step, "best_score": best_score,
+                "history": history, "rng": rng_state(), "wandb_run_id": run_id, "dataset": data_info,
+                "normalizer_stats": run_info["normalizer_stats"], "code_version": run_info["code_version"]}
+
+    def log(entry: dict) -> None:
+        history.append(entry)
+        run.log({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+
+    def evaluate_now(tag: str) -> dict:
+        nonlocal best_score
+        eval_policy = ema.averaged if ema is not None else policy
+        result = run_evaluation(eval_policy, task, cfg, device, output_dir, tag)
+        entry = {"step": step, "eval/mean_max_reward": result["mean_max_reward"],
+                 "eval/success_rate": result["success_rate"]}
+        log(entry)
+        if result["videos"]:
+            import wandb
+
+            run.log({"eval/video": wandb.Video(result["videos"][0], format="mp4")}, step=step)
+        if result["mean_max_reward"] > best_score:
+            best_score = result["mean_max_reward"]
+            save_checkpoint(best_path, checkpoint_state())
+        policy.train()
+        return result
+
+    use_bf16 = cfg.training.bf16 and device.type == "cuda"
+    sampler = StepBatches(len(train_set), cfg.training.batch_size, cfg.seed, step, cfg.training.steps)
+    loader = make_loader(train_set, cfg.training.batch_size, shuffle=True, num_workers=cfg.training.num_workers,
+                         pin_memory=device.type == "cuda", batch_sampler=sampler)
+    policy.train()
+    result = None
+    bar = tqdm(total=cfg.training.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    last_time, last_step = time.perf_counter(), step
+    for batch in loader:
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = policy.compute_loss(batch)["loss"]
+        if not torch.isfinite(loss):
+            good = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was saved yet"
+            raise TrainingError(f"loss is {loss.item()} at step {step}; stopping ({good})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.training.grad_clip_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        if ema is not None:
+            ema.step(policy)
+        step += 1
+        bar.update(1)
+
+        if step % cfg.training.log_every == 0 or step == cfg.training.steps:
+            now = time.perf_counter()
+            log({"step": step, "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
+                 "train/lr": lr_scheduler.get_last_lr()[0], "train/steps_per_s": (step - last_step) / (now - last_time)})
+            last_time, last_step = now, step
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if val_set is not None and (step % cfg.training.val_every == 0 or step == cfg.training.steps):
+            log({"step": step, "val/loss": validation_loss(ema.averaged if ema else policy, val_set, cfg, device)})
+            policy.train()
+        if cfg.training.eval_every and step % cfg.training.eval_every == 0 and step < cfg.training.steps:
+            evaluate_now(f"step_{step}")
+        if step % cfg.training.checkpoint_every == 0 or step == cfg.training.steps:
+            save_checkpoint(last_path, checkpoint_state())
+    bar.close()
+
+    result = evaluate_now("final")
+    save_checkpoint(last_path, checkpoint_state())
+    summary = {**{k: v for k, v in result.items()}, "checkpoint": str(last_path), "best_checkpoint": str(best_path),
+               "step": step}
+    (output_dir / "eval.json").write_text(json.dumps(summary, indent=1))
+    plot_curves(history, output_dir / "training_curve.png")
+    run.summary.update({"final/mean_max_reward": result["mean_max_reward"],
+                        "final/success_rate": result["success_rate"]})
+    run.finish()
+    print(f"final: mean max reward {result['mean_max_reward']:.3f} "
+          f"(95% CI {result['mean_max_reward_ci95'][0]:.3f}..{result['mean_max_reward_ci95'][1]:.3f}), "
+          f"success rate {result['success_rate']:.2f} over {result['n_episodes']} episodes")
+    print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'final'}; "
+          f"curve: {output_dir / 'training_curve.png'}; checkpoints: {last_path.parent}")
+    return summary
+
+
+@torch.no_grad()
+def validation_loss(policy, val_set: WindowDataset, cfg: Config, device, max_batches: int = 8) -> float:
+    """Mean diffusion loss on validation windows, with a fixed noise seed so values compare across steps."""
+    state = torch.get_rng_state()
+    torch.manual_seed(0)
+    losses = []
+    n = len(val_set)
+    for i in range(0, min(n, max_batches * cfg.training.batch_size), cfg.training.batch_size):
+        batch = to_device(val_set.__getitems__(list(range(i, min(i + cfg.training.batch_size, n)))), device)
+        losses.append(policy.compute_loss(batch)["loss"].item())
+    torch.set_rng_state(state)
+    return float(np.mean(losses))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_overrides(sys.argv[1:] if argv is None else argv)
+        train(cfg)
+    except (ConfigError, TrainingError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
