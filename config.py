@@ -89,14 +89,20 @@ class Config:
 TASK_PRESETS: dict[str, dict] = {
     "pusht_lowdim": {},
     "pusht_keypoints": {},
-    "pusht_image": {"training.batch_size": 64, "policy.down_dims": [512, 1024, 2048],
-                    "policy.diffusion_step_embed_dim": 128},
+    "pusht_image": {"training.batch_size": 64},
 }
 POLICY_PRESETS: dict[str, dict] = {
     # A small UNet ([64,128,256], 5.4M parameters) trains in minutes on a CPU; the paper's is
     # policy.down_dims=[256,512,1024] (65.8M).
     "diffusion_unet": {"policy.down_dims": [64, 128, 256]},
     "diffusion_transformer": {},
+    # robomimic's BC-RNN trains with a constant learning rate and no weight averaging.
+    "lstm_gmm": {"training.use_ema": False},
+    "ibc": {},
+}
+# Presets for a (task, policy) pair, applied after both: the image UNet of the paper.
+PAIR_PRESETS: dict[tuple[str, str], dict] = {
+    ("pusht_image", "diffusion_unet"): {"policy.down_dims": [512, 1024, 2048], "policy.diffusion_step_embed_dim": 128},
 }
 
 
@@ -215,7 +221,8 @@ def parse_overrides(argv: list[str], cfg: Config | None = None, presets: bool = 
     if cfg.policy not in POLICY_PRESETS:
         raise ConfigError(f"unknown policy {cfg.policy!r}; known policies: {', '.join(POLICY_PRESETS)}")
     if presets:
-        for key, value in [*TASK_PRESETS[cfg.task].items(), *POLICY_PRESETS[cfg.policy].items()]:
+        for key, value in [*TASK_PRESETS[cfg.task].items(), *POLICY_PRESETS[cfg.policy].items(),
+                           *PAIR_PRESETS.get((cfg.task, cfg.policy), {}).items()]:
             _set(cfg, key, value)
     for key, value in pairs:
         if key not in ("task", "policy"):

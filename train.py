@@ -200,7 +200,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax1.plot(*zip(*train), label="train")
     if val:
         ax1.plot(*zip(*val), "o-", label="validation")
-    ax1.set(xlabel="step", ylabel="loss", yscale="log", title="diffusion loss")
+    positive = all(v > 0 for _, v in train + val)  # LSTM-GMM's negative log-likelihood can go below 0
+    ax1.set(xlabel="step", ylabel="loss", yscale="log" if positive else "linear", title="training loss")
     ax1.legend()
     if score:
         ax2.plot(*zip(*score), "o-")
@@ -217,6 +218,8 @@ def run_evaluation(policy, task, cfg: Config, device, output_dir: Path, tag: str
     """Closed-loop evaluation with the eval.* settings (train.py during training, eval.py on a checkpoint)."""
     predict_kwargs = {}
     if cfg.eval.num_inference_steps is not None:
+        if not hasattr(policy.config, "num_inference_steps"):
+            raise ConfigError(f"eval.num_inference_steps: policy {cfg.policy!r} has no denoising steps")
         predict_kwargs["num_inference_steps"] = cfg.eval.num_inference_steps
     return evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
                     device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_loader.py [--data ../shared/data/pusht.zip] [--seconds 3] [--repeats 3]
     .venv/bin/python bench/bench_loader.py --storage [--episodes 40]     # chunking/compression table
 
-Loader: windows/s drawn through `make_loader` (the settings train.py uses: shuffled, 0 workers) from the
+Loader: windows/s drawn through `make_loader` (train.py's settings: StepBatches shuffle, 0 workers) from the
 training split, Push-T state (obs "state", batch 256) and image (obs "img" + "state", batch 64), Tp=16,
 To=2, Ta=8; the median of `--repeats` timed runs of `--seconds` each. The reference figures are
 DESIGN.md section 7 (Diffusion Policy's loader on a 2-core machine like this one, its own configs).
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
-from datasets import ReplayBuffer, WindowDataset, make_loader, resolve_pusht, split_episodes  # noqa: E402
+from datasets import ReplayBuffer, StepBatches, WindowDataset, make_loader, resolve_pusht, split_episodes  # noqa: E402
 
 REFERENCE = {  # DESIGN.md section 7: (windows/s with its config, its config, windows/s with 0 workers)
     "state": (37_500, "1 worker", 62_000),
@@ -35,13 +35,15 @@ REFERENCE = {  # DESIGN.md section 7: (windows/s with its config, its config, wi
 
 
 def windows_per_second(dataset, batch_size: int, seconds: float, seed: int) -> float:
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed)
+    # Exactly train.py's loader: make_loader over StepBatches (the step-indexed, resumable shuffle).
+    sampler = StepBatches(len(dataset), batch_size, seed, start_step=0, total_steps=10**9)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, batch_sampler=sampler)
     n, start = 0, time.perf_counter()
-    while True:
-        for batch in loader:
-            n += len(batch["action"])
-            if time.perf_counter() - start >= seconds:
-                return n / (time.perf_counter() - start)
+    for batch in loader:
+        n += len(batch["action"])
+        if time.perf_counter() - start >= seconds:
+            return n / (time.perf_counter() - start)
+    raise RuntimeError("loader ended early")
 
 
 def bench_loader(path: Path, seconds: float, repeats: int) -> None:

@@ -24,15 +24,28 @@ from .video import save_video
 
 
 class FrameRecorder(gym.Wrapper):
-    """Keeps `render()` frames of the current episode while `record` is on (set per env with set_attr)."""
+    """Keeps `render()` frames of an env's first episode while `record` is on (set per env with set_attr).
+
+    A reset with a seed (evaluate's) starts a new recording; a reset without one (the vector env's autoreset
+    after the episode ended) keeps the finished episode in `episode_frames`.
+    """
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         self.record = False
         self.frames: list[np.ndarray] = []
+        self.finished: list[np.ndarray] | None = None
+
+    @property
+    def episode_frames(self) -> list[np.ndarray]:
+        return self.finished if self.finished is not None else self.frames
 
     def reset(self, **kwargs):
         out = self.env.reset(**kwargs)
+        if kwargs.get("seed") is not None:
+            self.finished = None
+        elif self.finished is None:
+            self.finished = self.frames
         self.frames = [self.env.render()] if self.record else []
         return out
 
@@ -76,7 +89,8 @@ def _make_vector_env(task: Task, n_envs: int, render_size: int, max_steps: int |
         return FrameRecorder(task.make_env(render_size=render_size, max_episode_steps=max_steps))
 
     fns = [make] * n_envs
-    mode = gym.vector.AutoresetMode.DISABLED  # we stop stepping an env's results once its episode ends
+    # An env whose episode ended is reset by the vector env and stepped on; its results are ignored.
+    mode = gym.vector.AutoresetMode.NEXT_STEP
     if vector == "async":
         # spawn, not fork: forked renderers (EGL, pygame) crash; each worker builds its own env.
         return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=mode)
@@ -149,7 +163,7 @@ def evaluate(
             results += [EpisodeResult(s, float(m), bool(ok), int(le)) for s, m, ok, le in
                         zip(seeds, max_reward, success, length)]
             if any(record):
-                for i, frames in enumerate(envs.get_attr("frames")):
+                for i, frames in enumerate(envs.get_attr("episode_frames")):
                     if record[i]:
                         frames = frames[: length[i] + 1]
                         videos.append(str(save_video(frames, Path(video_dir) / f"episode_{seeds[i]}.mp4")))

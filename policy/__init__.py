@@ -1,4 +1,5 @@
-"""Policies: one interface (``Policy``), Diffusion Policy (UNet or transformer), and a registry by name.
+"""Policies: one interface (``Policy``), Diffusion Policy (UNet or transformer), the IBC and LSTM-GMM baselines,
+and a registry by name.
 
     from policy import make_policy
     policy = make_policy("diffusion_unet", normalizer, obs_shapes={"state": (5,)}, action_dim=2)
@@ -13,6 +14,8 @@ from torch import nn
 from .base import Policy
 from .diffusion import DiffusionConfig, DiffusionPolicy
 from .ema import EMA
+from .ibc import IBCConfig, IBCPolicy
+from .lstm_gmm import LSTMGMMConfig, LSTMGMMPolicy
 
 
 class PolicySpec(NamedTuple):
@@ -24,6 +27,8 @@ class PolicySpec(NamedTuple):
 POLICIES: dict[str, PolicySpec] = {
     "diffusion_unet": PolicySpec(DiffusionConfig, DiffusionPolicy, {"network": "unet"}),
     "diffusion_transformer": PolicySpec(DiffusionConfig, DiffusionPolicy, {"network": "transformer"}),
+    "lstm_gmm": PolicySpec(LSTMGMMConfig, LSTMGMMPolicy, {}),
+    "ibc": PolicySpec(IBCConfig, IBCPolicy, {}),
 }
 
 
@@ -44,5 +49,5 @@ def make_policy(name: str, normalizer: nn.Module, **config) -> Policy:
     return _spec(name).policy_class(make_config(name, **config), normalizer)
 
 
-__all__ = ["Policy", "DiffusionConfig", "DiffusionPolicy", "EMA", "POLICIES", "PolicySpec", "make_config",
-           "make_policy"]
+__all__ = ["Policy", "DiffusionConfig", "DiffusionPolicy", "EMA", "IBCConfig", "IBCPolicy", "LSTMGMMConfig",
+           "LSTMGMMPolicy", "POLICIES", "PolicySpec", "make_config", "make_policy"]

@@ -1,0 +1,274 @@
+"""IBC: implicit behavioral cloning (Florence et al., CoRL 2021), as the Diffusion Policy paper ran it.
+
+An energy model scores (observation, action) pairs; the policy acts by minimizing the energy.
+
+Energy model (Diffusion Policy's ``IbcDfoLowdimPolicy`` / ``IbcDfoHybridImagePolicy``): the To
+observation steps' features (low-dim keys concatenated, cameras through the ResNet-18 / spatial-softmax
+``ObservationEncoder``) flattened, concatenated with the flattened candidate action sequence, through an
+MLP of 4 hidden layers of 1024 units (ReLU, dropout 0.1) to one scalar. The network outputs the logit
+-E(obs, action): low energy = high probability. Its first layer is split into an observation part,
+computed once per sample, and an action part, computed per candidate (the same linear map, without
+repeating the observation product for every one of the ~1000 candidates).
+
+What the energy scores: the Ta actions that are executed, entries To-1 .. To-1+Ta-1 of the window (as in
+the reference). Push-T defaults follow the paper: To = 2 observations, Ta = 1 action, so horizon = 2 (the
+window must hold To-1+Ta steps; the window's first action, at the previous step, is not used).
+
+Training (InfoNCE): for each sample, the true (normalized) action sequence, with 1e-4 Gaussian noise,
+plus N counter-examples drawn uniformly in the normalized action bounds; loss = cross-entropy of the
+logits over the N+1 candidates with the true one as the label.
+
+Inference (derivative-free optimization, ``derivative_free_optimize``): draw S candidates uniformly in the
+bounds; K times: softmax of the logits -> resample S candidates with replacement -> add Gaussian noise of
+std noise_scale * noise_shrink**k -> clip to the bounds; return the candidate with the highest logit
+(lowest energy), un-normalized, shape (B, Ta, Da).
+
+Bounds: the normalized range of the training actions, [-1, 1] per dimension (a dimension that was
+constant in the training data gets its single normalized value), read from the fitted normalizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Policy
+from .nets.vision import ObservationEncoder, is_image_shape
+
+
+@dataclass
+class IBCConfig:
+    """Everything needed to build an IBCPolicy. Defaults are the Diffusion Policy paper's Push-T IBC settings.
+
+    ``obs_shapes`` maps each observation key to its per-step shape ((H, W, 3) for cameras).
+    """
+
+    obs_shapes: dict[str, tuple[int, ...]]
+    action_dim: int
+
+    # Horizons: the energy sees To observations and the Ta executed actions (window entries To-1..To-1+Ta-1).
+    horizon: int = 2
+    obs_horizon: int = 2
+    action_horizon: int = 1
+
+    # Energy MLP
+    hidden_dim: int = 1024
+    n_hidden_layers: int = 4
+    dropout: float = 0.1
+
+    # InfoNCE training
+    train_n_negatives: int = 1024  # uniform counter-examples per sample
+    positive_noise_std: float = 1e-4  # added to the true (normalized) action
+
+    # Derivative-free optimizer at inference
+    inference_n_samples: int = 1024
+    inference_n_iters: int = 3
+    inference_noise_scale: float = 0.33  # std of the resampling noise at iteration 0 (normalized units)
+    inference_noise_shrink: float = 0.5  # noise std *= this after every iteration
+
+    # Vision (image keys only); same encoder as Diffusion Policy
+    crop_shape: tuple[int, int] | None = (84, 84)
+    image_feature_dim: int = 64
+    spatial_softmax_keypoints: int = 32
+    vision_base_channels: int = 64
+
+    # Optimizer (the reference's IBC workspace: AdamW as for Diffusion Policy, cosine schedule, 500 warmup)
+    optimizer_lr: float = 1e-4
+    optimizer_betas: tuple[float, float] = (0.95, 0.999)
+    optimizer_weight_decay: float = 1e-6
+    optimizer_eps: float = 1e-8
+    lr_warmup_steps: int = 500
+
+    def __post_init__(self):
+        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
+        self.crop_shape = tuple(self.crop_shape) if self.crop_shape is not None else None
+        self.optimizer_betas = tuple(self.optimizer_betas)
+        if not self.obs_shapes:
+            raise ValueError("obs_shapes is empty: the policy needs at least one observation key")
+        if "action" in self.obs_shapes:
+            raise ValueError("'action' is not an observation key")
+        if self.action_dim < 1:
+            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
+        if min(self.horizon, self.obs_horizon, self.action_horizon) < 1:
+            raise ValueError("horizon, obs_horizon and action_horizon must be positive")
+        if self.obs_horizon - 1 + self.action_horizon > self.horizon:
+            raise ValueError(
+                f"obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} exceeds "
+                f"horizon {self.horizon}: the executed actions start at index obs_horizon - 1 of the window"
+            )
+        if self.hidden_dim < 1 or self.n_hidden_layers < 1:
+            raise ValueError("hidden_dim and n_hidden_layers must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.train_n_negatives < 1 or self.inference_n_samples < 1 or self.inference_n_iters < 0:
+            raise ValueError("train_n_negatives and inference_n_samples must be >= 1, inference_n_iters >= 0")
+        for key, shape in self.obs_shapes.items():
+            if is_image_shape(shape) and self.crop_shape and (
+                    self.crop_shape[0] > shape[0] or self.crop_shape[1] > shape[1]):
+                raise ValueError(f"crop_shape {self.crop_shape} is larger than image {key!r} of shape {shape}")
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
+
+    def to_dict(self) -> dict:
+        """Plain dict (for checkpoints); ``IBCConfig(**d)`` rebuilds it."""
+        return dataclasses.asdict(self)
+
+
+class EnergyMLP(nn.Module):
+    """(obs features (B, D_obs), candidates (B, N, D_act)) -> logits = -energy, (B, N).
+
+    Equal to an MLP on concat(obs, candidate): the first layer's product with the observation is computed once
+    per sample and broadcast over the N candidates.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dim: int = 1024, n_hidden_layers: int = 4,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.obs_in = nn.Linear(obs_dim, hidden_dim)
+        self.action_in = nn.Linear(action_dim, hidden_dim, bias=False)
+        self.hidden = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(n_hidden_layers - 1))
+        self.out = nn.Linear(hidden_dim, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, obs: Tensor, candidates: Tensor) -> Tensor:
+        x = self.obs_in(obs).unsqueeze(1) + self.action_in(candidates)  # (B, N, H)
+        x = self.dropout(F.relu(x))
+        for layer in self.hidden:
+            x = self.dropout(F.relu(layer(x)))
+        return self.out(x).squeeze(-1)
+
+
+def derivative_free_optimize(logits_fn: Callable[[Tensor], Tensor], low: Tensor, high: Tensor, batch: int,
+                             n_samples: int, n_iters: int = 3, noise_scale: float = 0.33, noise_shrink: float = 0.5,
+                             generator: torch.Generator | None = None) -> Tensor:
+    """IBC's derivative-free optimizer: the candidate with the highest logit (lowest energy) per sample.
+
+    logits_fn: candidates (batch, n_samples, *low.shape) -> logits (batch, n_samples), logit = -energy.
+    low, high: bounds of a candidate (any shape, e.g. (Ta, Da)); candidates are drawn uniformly in them and
+        kept inside them. Returns (batch, *low.shape).
+    Iteration k: softmax(logits) -> resample with replacement -> + N(0, (noise_scale * noise_shrink**k)^2)
+    -> clip. The final candidates are scored once more and the best is returned.
+    """
+    shape = (batch, n_samples, *low.shape)
+    device, dtype = low.device, low.dtype
+    samples = low + (high - low) * torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    rows = torch.arange(batch, device=device)[:, None]
+    std = noise_scale
+    for _ in range(n_iters):
+        probs = torch.softmax(logits_fn(samples).float(), dim=-1)
+        idx = torch.multinomial(probs, n_samples, replacement=True, generator=generator)  # (batch, n_samples)
+        samples = samples[rows, idx]
+        samples = samples + std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        samples = torch.maximum(torch.minimum(samples, high), low)
+        std *= noise_shrink
+    best = logits_fn(samples).argmax(dim=-1)  # (batch,)
+    return samples[torch.arange(batch, device=device), best]
+
+
+class IBCPolicy(Policy):
+    """Implicit BC with an MLP energy model, InfoNCE training and derivative-free inference (module docstring).
+
+    Args:
+        config: an IBCConfig.
+        normalizer: an nn.Module with normalize(key, x) / unnormalize(key, x), fitted for every key of
+            ``config.obs_shapes`` and "action". Registered, so it is saved with the policy.
+    """
+
+    def __init__(self, config: IBCConfig, normalizer: nn.Module):
+        super().__init__()
+        self.config = config
+        self.normalizer = normalizer
+        self.obs_encoder = ObservationEncoder(
+            config.obs_shapes, config.crop_shape, config.image_feature_dim, config.spatial_softmax_keypoints,
+            config.vision_base_channels,
+        )
+        self.energy = EnergyMLP(config.obs_horizon * self.obs_encoder.feature_dim,
+                                config.action_horizon * config.action_dim, config.hidden_dim,
+                                config.n_hidden_layers, config.dropout)
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _obs_features(self, obs: dict[str, Tensor], last: bool) -> Tensor:
+        """Raw obs {key: (B, >=To, ...)} -> flattened features (B, To * F) of the first (training window) or
+        last (run-time history) To steps."""
+        to = self.config.obs_horizon
+        window = {}
+        for key in self.config.obs_shapes:
+            if key not in obs:
+                raise KeyError(f"observation {key!r} missing; got keys {sorted(obs)}")
+            x = obs[key]
+            if x.shape[1] < to:
+                raise ValueError(f"obs[{key!r}] has {x.shape[1]} steps, the policy needs obs_horizon={to}")
+            window[key] = self.normalizer.normalize(key, x[:, -to:] if last else x[:, :to])
+        return self.obs_encoder(window, flatten=True)
+
+    def logits(self, features: Tensor, candidates: Tensor) -> Tensor:
+        """features (B, To*F), candidates (B, N, Ta, Da) normalized -> logits = -energy (B, N)."""
+        return self.energy(features, candidates.flatten(2)).float()
+
+    def action_bounds(self, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """Normalized (low, high) of one action, (Da,) each: the training actions' range, i.e. [-1, 1] per
+        dimension (a constant dimension: its single value). [-1, 1] if the normalizer keeps no min/max."""
+        da = self.config.action_dim
+        low, high = -torch.ones(da), torch.ones(da)
+        fields = getattr(self.normalizer, "fields", None)
+        if fields is not None and "action" in fields and hasattr(fields["action"], "min"):
+            f = fields["action"]
+            low = self.normalizer.normalize("action", f.min.float()).reshape(da)
+            high = self.normalizer.normalize("action", f.max.float()).reshape(da)
+            low, high = torch.minimum(low, high), torch.maximum(low, high)
+        return low.to(device=device, dtype=dtype), high.to(device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
+        """batch {"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)} raw -> {"loss": InfoNCE cross-entropy}."""
+        cfg = self.config
+        action = batch["action"]
+        if action.shape[1:] != (cfg.horizon, cfg.action_dim):
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected (B, {cfg.horizon}, {cfg.action_dim})")
+        features = self._obs_features(batch["obs"], last=False)
+        start = cfg.obs_horizon - 1
+        target = self.normalizer.normalize("action", action[:, start:start + cfg.action_horizon]).float()
+        target = target + cfg.positive_noise_std * torch.randn_like(target)
+        low, high = self.action_bounds(target.device)
+        b = target.shape[0]
+        negatives = low + (high - low) * torch.rand(b, cfg.train_n_negatives, *target.shape[1:], device=target.device)
+        candidates = torch.cat([target.unsqueeze(1), negatives], dim=1)  # (B, 1+N, Ta, Da), the true one first
+        logits = self.logits(features, candidates)
+        labels = torch.zeros(b, dtype=torch.long, device=logits.device)
+        return {"loss": F.cross_entropy(logits, labels)}
+
+    # ----------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict_action(self, obs: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """obs {key: (B, >=To, ...)} raw (the last To steps are used) -> actions to execute (B, Ta, Da).
+
+        Call ``.eval()`` first (dropout off, center crops). ``generator`` (on the policy's device) makes the
+        optimizer's sampling reproducible.
+        """
+        cfg = self.config
+        features = self._obs_features(obs, last=True)
+        low, high = self.action_bounds(features.device)
+        low = low.expand(cfg.action_horizon, -1)
+        high = high.expand(cfg.action_horizon, -1)
+        best = derivative_free_optimize(lambda c: self.logits(features, c), low, high, features.shape[0],
+                                        cfg.inference_n_samples, cfg.inference_n_iters, cfg.inference_noise_scale,
+                                        cfg.inference_noise_shrink, generator)
+        return self.normalizer.unnormalize("action", best)
+
+    # ------------------------------------------------------------------------------------------ optimizer
+    def get_optimizer_groups(self) -> list[dict]:
+        """One AdamW group, every trainable parameter, weight decay ``optimizer_weight_decay`` (1e-6)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": self.config.optimizer_weight_decay}]
+
+    def make_optimizer(self) -> torch.optim.AdamW:
+        cfg = self.config
+        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
+                                 eps=cfg.optimizer_eps)
