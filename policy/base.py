@@ -19,8 +19,38 @@ trailing dims are that key's feature shape (images: uint8 0..255 -> float [-1, 1
 from __future__ import annotations
 
 import abc
+import dataclasses
 
+import torch
 from torch import Tensor, nn
+
+
+class PolicyConfigBase:
+    """Shared by every policy's config dataclass: the checks all policies need and `to_dict()`.
+
+    Subclasses are dataclasses with at least obs_shapes, action_dim, horizon, obs_horizon, action_horizon and
+    optimizer_lr / optimizer_betas / optimizer_eps; they call `check_common()` from `__post_init__`.
+    """
+
+    def check_common(self) -> None:
+        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
+        if not self.obs_shapes:
+            raise ValueError("obs_shapes is empty: the policy needs at least one observation key")
+        if "action" in self.obs_shapes:
+            raise ValueError("'action' is not an observation key")
+        if self.action_dim < 1:
+            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
+        if min(self.horizon, self.obs_horizon, self.action_horizon) < 1:
+            raise ValueError("horizon, obs_horizon and action_horizon must be positive")
+        if self.obs_horizon - 1 + self.action_horizon > self.horizon:
+            raise ValueError(
+                f"obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} exceeds "
+                f"horizon {self.horizon}: the executed actions start at index obs_horizon - 1 of the window"
+            )
+
+    def to_dict(self) -> dict:
+        """Plain dict (for checkpoints); ``ConfigClass(**d)`` rebuilds it."""
+        return dataclasses.asdict(self)
 
 
 class Policy(nn.Module, abc.ABC):
@@ -42,6 +72,16 @@ class Policy(nn.Module, abc.ABC):
 
     def reset(self) -> None:
         """Clear any per-episode state (recurrent policies); called at the start of every episode."""
+
+    @abc.abstractmethod
+    def get_optimizer_groups(self) -> list[dict]:
+        """AdamW parameter groups, each with its weight decay."""
+
+    def make_optimizer(self) -> torch.optim.AdamW:
+        """AdamW with the policy's published settings (lr, betas, eps from its config; groups' weight decay)."""
+        cfg = self.config
+        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
+                                 eps=cfg.optimizer_eps)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """Same as ``compute_loss``, so DistributedDataParallel wraps the training call."""

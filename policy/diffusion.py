@@ -11,7 +11,6 @@ Batch and obs formats: see ``policy/base.py``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
-from .base import Policy
+from .base import Policy, PolicyConfigBase
 from .nets.transformer import TransformerForDiffusion
 from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
 from .nets.vision import ObservationEncoder, is_image_shape
@@ -28,7 +27,7 @@ NETWORKS = ("unet", "transformer")
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(PolicyConfigBase):
     """Everything needed to build a DiffusionPolicy. Defaults are the paper's Push-T (state) settings.
 
     ``obs_shapes`` maps each observation key to its per-step shape: (H, W, 3) for cameras, e.g. (5,) or
@@ -92,19 +91,7 @@ class DiffusionConfig:
 
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
-        if not self.obs_shapes:
-            raise ValueError("obs_shapes is empty: the policy needs at least one observation key")
-        if "action" in self.obs_shapes:
-            raise ValueError("'action' is not an observation key")
-        if self.action_dim < 1:
-            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
-        if min(self.horizon, self.obs_horizon, self.action_horizon) < 1:
-            raise ValueError("horizon, obs_horizon and action_horizon must be positive")
-        if self.obs_horizon - 1 + self.action_horizon > self.horizon:
-            raise ValueError(
-                f"obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} exceeds "
-                f"horizon {self.horizon}: the executed actions start at index obs_horizon - 1 of the window"
-            )
+        self.check_common()
         if self.network == "unet":
             check_unet_horizon(self.horizon, self.down_dims)
         for key, shape in self.obs_shapes.items():
@@ -129,9 +116,6 @@ class DiffusionConfig:
     def image_keys(self) -> list[str]:
         return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
 
-    def to_dict(self) -> dict:
-        """Plain dict (for checkpoints); ``DiffusionConfig(**d)`` rebuilds it."""
-        return dataclasses.asdict(self)
 
 
 class DiffusionPolicy(Policy):
@@ -257,8 +241,3 @@ class DiffusionPolicy(Policy):
                 group["params"] = trainable(group["params"])
         return [g for g in groups if g["params"]]
 
-    def make_optimizer(self) -> torch.optim.AdamW:
-        """AdamW with the published settings for this network (lr, betas, eps and weight decay from config)."""
-        cfg = self.config
-        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
-                                 eps=cfg.optimizer_eps)

@@ -29,7 +29,6 @@ constant in the training data gets its single normalized value), read from the f
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Policy
+from .base import Policy, PolicyConfigBase
 from .nets.vision import ObservationEncoder, is_image_shape
 
 
 @dataclass
-class IBCConfig:
+class IBCConfig(PolicyConfigBase):
     """Everything needed to build an IBCPolicy. Defaults are the Diffusion Policy paper's Push-T IBC settings.
 
     ``obs_shapes`` maps each observation key to its per-step shape ((H, W, 3) for cameras).
@@ -88,19 +87,7 @@ class IBCConfig:
         self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
         self.crop_shape = tuple(self.crop_shape) if self.crop_shape is not None else None
         self.optimizer_betas = tuple(self.optimizer_betas)
-        if not self.obs_shapes:
-            raise ValueError("obs_shapes is empty: the policy needs at least one observation key")
-        if "action" in self.obs_shapes:
-            raise ValueError("'action' is not an observation key")
-        if self.action_dim < 1:
-            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
-        if min(self.horizon, self.obs_horizon, self.action_horizon) < 1:
-            raise ValueError("horizon, obs_horizon and action_horizon must be positive")
-        if self.obs_horizon - 1 + self.action_horizon > self.horizon:
-            raise ValueError(
-                f"obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} exceeds "
-                f"horizon {self.horizon}: the executed actions start at index obs_horizon - 1 of the window"
-            )
+        self.check_common()
         if self.hidden_dim < 1 or self.n_hidden_layers < 1:
             raise ValueError("hidden_dim and n_hidden_layers must be positive")
         if not 0 <= self.dropout < 1:
@@ -116,9 +103,6 @@ class IBCConfig:
     def image_keys(self) -> list[str]:
         return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
 
-    def to_dict(self) -> dict:
-        """Plain dict (for checkpoints); ``IBCConfig(**d)`` rebuilds it."""
-        return dataclasses.asdict(self)
 
 
 class EnergyMLP(nn.Module):
@@ -268,7 +252,3 @@ class IBCPolicy(Policy):
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": self.config.optimizer_weight_decay}]
 
-    def make_optimizer(self) -> torch.optim.AdamW:
-        cfg = self.config
-        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
-                                 eps=cfg.optimizer_eps)

@@ -25,21 +25,20 @@ Batch and obs formats: see ``policy/base.py``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Policy
+from .base import Policy, PolicyConfigBase
 from .nets.vision import ObservationEncoder, is_image_shape
 
 STD_ACTIVATIONS = ("softplus", "exp")
 
 
 @dataclass
-class LSTMGMMConfig:
+class LSTMGMMConfig(PolicyConfigBase):
     """Everything needed to build an LSTMGMMPolicy. Defaults are robomimic's BC-RNN-GMM (as the paper ran it).
 
     ``obs_shapes`` maps each observation key to its per-step shape ((H, W, 3) for cameras).
@@ -84,20 +83,13 @@ class LSTMGMMConfig:
         self.optimizer_betas = tuple(self.optimizer_betas)
         if self.obs_horizon is None:
             self.obs_horizon = self.horizon
-        if not self.obs_shapes:
-            raise ValueError("obs_shapes is empty: the policy needs at least one observation key")
-        if "action" in self.obs_shapes:
-            raise ValueError("'action' is not an observation key")
-        if self.action_dim < 1:
-            raise ValueError(f"action_dim must be positive, got {self.action_dim}")
-        if self.horizon < 1:
-            raise ValueError(f"horizon (the training sequence length) must be positive, got {self.horizon}")
         if self.obs_horizon != self.horizon:
             raise ValueError(f"LSTM-GMM needs one observation per step of its training sequence: obs_horizon must "
                              f"equal horizon ({self.horizon}), got {self.obs_horizon}")
         if self.action_horizon != 1:
             raise ValueError(f"LSTM-GMM acts every step (stateful): action_horizon must be 1, got "
                              f"{self.action_horizon}")
+        self.check_common()
         if self.rnn_num_layers < 1 or self.gmm_num_modes < 1:
             raise ValueError("rnn_num_layers and gmm_num_modes must be positive")
         if self.gmm_std_activation not in STD_ACTIVATIONS:
@@ -117,9 +109,6 @@ class LSTMGMMConfig:
     def image_keys(self) -> list[str]:
         return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
 
-    def to_dict(self) -> dict:
-        """Plain dict (for checkpoints); ``LSTMGMMConfig(**d)`` rebuilds it."""
-        return dataclasses.asdict(self)
 
 
 class LSTMGMMPolicy(Policy):
@@ -248,7 +237,3 @@ class LSTMGMMPolicy(Policy):
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": self.config.optimizer_weight_decay}]
 
-    def make_optimizer(self) -> torch.optim.AdamW:
-        cfg = self.config
-        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
-                                 eps=cfg.optimizer_eps)

@@ -164,3 +164,15 @@ def test_loss_decreases_on_a_real_data_subset(pusht_zip, tmp_path):
     losses = [h["train/loss"] for h in history if "train/loss" in h]
     assert len(losses) == 80
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
+
+
+def test_image_policy_trains_and_evaluates(demos, tmp_path):
+    summary = run_train([f"dataset_path={demos}", "task=pusht_image", "training.steps=2", "training.eval_every=0",
+                         "training.val_every=100", "wandb.mode=disabled", f"output_dir={tmp_path}", *TINY,
+                         "policy.down_dims=[8,16]", "policy.diffusion_step_embed_dim=16",
+                         "policy.vision_base_channels=16", "policy.spatial_softmax_keypoints=8",
+                         "policy.image_feature_dim=16", "eval.n_episodes=1", "eval.max_steps=8"])
+    assert summary["n_episodes"] == 1 and summary["episodes"][0]["length"] == 8
+    ckpt = train.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["policy_config"]["obs_shapes"] == {"image": (96, 96, 3), "agent_pos": (2,)}
+    assert any(k.startswith("obs_encoder") for k in ckpt["policy"])  # the ResNet went into the checkpoint
