@@ -20,7 +20,8 @@ from pathlib import Path
 
 from config import ConfigError, config_from_dict, parse_overrides
 from envs.tasks import get_task
-from train import TrainingError, load_checkpoint, pick_device, policy_from_checkpoint, run_evaluation, start_wandb
+from train import (TrainingError, load_checkpoint, pick_device, policy_from_checkpoint, run_cli, run_evaluation,
+                   start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
 SAMPLING_FIELDS = {"inference_scheduler", "num_inference_steps"}
@@ -79,12 +80,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        evaluate_checkpoint(sys.argv[1:] if argv is None else argv)
-    except (ConfigError, TrainingError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(evaluate_checkpoint, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from config import Config, ConfigError, parse_overrides, policy_config_kwargs  #
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.rollout import evaluate  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
-from policy import EMA, POLICIES  # noqa: E402
+from policy import EMA, POLICIES, make_policy  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 
@@ -134,19 +134,14 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-def build_policy(name: str, policy_config: dict, normalizer: torch.nn.Module):
-    if name not in POLICIES:
-        raise ConfigError(f"unknown policy {name!r}; known policies: {', '.join(POLICIES)}")
-    spec = POLICIES[name]
-    return spec.policy_class(spec.config_class(**policy_config), normalizer)
-
-
 def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, config_overrides: dict | None = None):
     """The policy a checkpoint holds (its EMA weights when it has them), in eval mode.
 
     `config_overrides` change policy config fields that hold no weights (e.g. the inference scheduler).
     """
-    policy = build_policy(ckpt["policy_name"], {**ckpt["policy_config"], **(config_overrides or {})}, Normalizer())
+    if ckpt["policy_name"] not in POLICIES:
+        raise TrainingError(f"{path}: unknown policy {ckpt['policy_name']!r}; known policies: {', '.join(POLICIES)}")
+    policy = make_policy(ckpt["policy_name"], Normalizer(), **{**ckpt["policy_config"], **(config_overrides or {})})
     weights = ckpt["ema"]["averaged"] if use_ema and ckpt.get("ema") else ckpt["policy"]
     try:
         policy.load_state_dict(weights)
@@ -247,8 +242,7 @@ def train(cfg: Config) -> dict:
                                       **policy_config_kwargs(cfg, spec.config_class)})
 
     train_set, val_set, data_info = load_data(cfg, task, policy_cfg)
-    image_keys = [k for k in task.obs_shapes if len(task.obs_shapes[k]) == 3]
-    normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=image_keys)
+    normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=policy_cfg.image_keys)
     policy = spec.policy_class(policy_cfg, normalizer).to(device)
     optimizer = policy.make_optimizer()
     if cfg.training.lr is not None:
@@ -389,14 +383,18 @@ def validation_loss(policy, val_set: WindowDataset, cfg: Config, device, max_bat
     return float(np.mean(losses))
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_cli(command, argv: list[str] | None) -> int:
+    """Run `command(argv)`; bad input (config, checkpoint, data) prints one line naming it and exits 2."""
     try:
-        cfg = parse_overrides(sys.argv[1:] if argv is None else argv)
-        train(cfg)
+        command(sys.argv[1:] if argv is None else argv)
     except (ConfigError, TrainingError, KeyError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda args: train(parse_overrides(args)), argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from .nets.vision import is_image_shape
+
 
 class PolicyConfigBase:
     """Shared by every policy's config dataclass: the checks all policies need and `to_dict()`.
@@ -47,6 +49,16 @@ class PolicyConfigBase:
                 f"obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon} exceeds "
                 f"horizon {self.horizon}: the executed actions start at index obs_horizon - 1 of the window"
             )
+        crop = getattr(self, "crop_shape", None)
+        for key in self.image_keys:
+            shape = self.obs_shapes[key]
+            if crop and (crop[0] > shape[0] or crop[1] > shape[1]):
+                raise ValueError(f"crop_shape {crop} is larger than image {key!r} of shape {shape}")
+
+    @property
+    def image_keys(self) -> list[str]:
+        """Observation keys with (H, W, 3) shapes: the cameras."""
+        return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
 
     def to_dict(self) -> dict:
         """Plain dict (for checkpoints); ``ConfigClass(**d)`` rebuilds it."""
@@ -82,6 +94,20 @@ class Policy(nn.Module, abc.ABC):
         cfg = self.config
         return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
                                  eps=cfg.optimizer_eps)
+
+    def obs_window(self, obs: dict[str, Tensor], last: bool) -> dict[str, Tensor]:
+        """The To observation steps a policy conditions on: the first To of a training window (last=False),
+        or the last To of a run-time history (last=True); a missing key or too few steps is an error."""
+        to = self.config.obs_horizon
+        window = {}
+        for key in self.config.obs_shapes:
+            if key not in obs:
+                raise KeyError(f"observation {key!r} missing; got keys {sorted(obs)}")
+            x = obs[key]
+            if x.shape[1] < to:
+                raise ValueError(f"obs[{key!r}] has {x.shape[1]} steps, the policy needs obs_horizon={to}")
+            window[key] = x[:, -to:] if last else x[:, :to]
+        return window
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """Same as ``compute_loss``, so DistributedDataParallel wraps the training call."""

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .base import Policy, PolicyConfigBase
 from .nets.transformer import TransformerForDiffusion
 from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
-from .nets.vision import ObservationEncoder, is_image_shape
+from .nets.vision import ObservationEncoder
 
 NETWORKS = ("unet", "transformer")
 
@@ -94,10 +94,6 @@ class DiffusionConfig(PolicyConfigBase):
         self.check_common()
         if self.network == "unet":
             check_unet_horizon(self.horizon, self.down_dims)
-        for key, shape in self.obs_shapes.items():
-            if is_image_shape(shape) and self.crop_shape and (
-                    self.crop_shape[0] > shape[0] or self.crop_shape[1] > shape[1]):
-                raise ValueError(f"crop_shape {self.crop_shape} is larger than image {key!r} of shape {shape}")
         if self.prediction_type not in ("epsilon", "sample"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
         if self.inference_scheduler not in ("ddpm", "ddim"):
@@ -111,11 +107,6 @@ class DiffusionConfig(PolicyConfigBase):
             self.optimizer_betas = (0.95, 0.999) if self.network == "unet" else (0.9, 0.95)
         if self.optimizer_weight_decay is None:
             self.optimizer_weight_decay = 1e-6 if self.network == "unet" else 1e-3
-
-    @property
-    def image_keys(self) -> list[str]:
-        return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
-
 
 
 class DiffusionPolicy(Policy):
@@ -161,27 +152,13 @@ class DiffusionPolicy(Policy):
         normalized = {key: self.normalizer.normalize(key, obs[key]) for key in self.config.obs_shapes}
         return self.obs_encoder(normalized, flatten=self.config.network == "unet")
 
-    def _obs_window(self, obs: dict[str, Tensor], last: bool) -> dict[str, Tensor]:
-        """The To observation steps the policy conditions on: the first To of a training window, or the
-        last To of a run-time history."""
-        to = self.config.obs_horizon
-        window = {}
-        for key in self.config.obs_shapes:
-            if key not in obs:
-                raise KeyError(f"observation {key!r} missing; got keys {sorted(obs)}")
-            x = obs[key]
-            if x.shape[1] < to:
-                raise ValueError(f"obs[{key!r}] has {x.shape[1]} steps, the policy needs obs_horizon={to}")
-            window[key] = x[:, -to:] if last else x[:, :to]
-        return window
-
     # ------------------------------------------------------------------------------------------ training
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
         """batch {"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)} raw -> {"loss": scalar MSE}."""
         if batch["action"].shape[1:] != (self.config.horizon, self.config.action_dim):
             raise ValueError(f"action has shape {tuple(batch['action'].shape)}, expected "
                              f"(B, {self.config.horizon}, {self.config.action_dim})")
-        cond = self._encode_obs(self._obs_window(batch["obs"], last=False))
+        cond = self._encode_obs(self.obs_window(batch["obs"], last=False))
         actions = self.normalizer.normalize("action", batch["action"]).float()
         noise = torch.randn_like(actions)
         timesteps = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
@@ -196,7 +173,7 @@ class DiffusionPolicy(Policy):
                              num_inference_steps: int | None = None) -> Tensor:
         """The whole denoised window (B, Tp, Da), un-normalized. Observations are encoded once here, not
         once per denoising step. ``generator`` (on the policy's device) makes the sampling reproducible."""
-        cond = self._encode_obs(self._obs_window(obs, last=True))
+        cond = self._encode_obs(self.obs_window(obs, last=True))
         batch = cond.shape[0]
         scheduler = self.inference_scheduler
         scheduler.set_timesteps(num_inference_steps or self.config.num_inference_steps)

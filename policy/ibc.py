@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Policy, PolicyConfigBase
-from .nets.vision import ObservationEncoder, is_image_shape
+from .nets.vision import ObservationEncoder
 
 
 @dataclass
@@ -94,15 +94,6 @@ class IBCConfig(PolicyConfigBase):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.train_n_negatives < 1 or self.inference_n_samples < 1 or self.inference_n_iters < 0:
             raise ValueError("train_n_negatives and inference_n_samples must be >= 1, inference_n_iters >= 0")
-        for key, shape in self.obs_shapes.items():
-            if is_image_shape(shape) and self.crop_shape and (
-                    self.crop_shape[0] > shape[0] or self.crop_shape[1] > shape[1]):
-                raise ValueError(f"crop_shape {self.crop_shape} is larger than image {key!r} of shape {shape}")
-
-    @property
-    def image_keys(self) -> list[str]:
-        return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
-
 
 
 class EnergyMLP(nn.Module):
@@ -179,18 +170,9 @@ class IBCPolicy(Policy):
 
     # ----------------------------------------------------------------------------------------- helpers
     def _obs_features(self, obs: dict[str, Tensor], last: bool) -> Tensor:
-        """Raw obs {key: (B, >=To, ...)} -> flattened features (B, To * F) of the first (training window) or
-        last (run-time history) To steps."""
-        to = self.config.obs_horizon
-        window = {}
-        for key in self.config.obs_shapes:
-            if key not in obs:
-                raise KeyError(f"observation {key!r} missing; got keys {sorted(obs)}")
-            x = obs[key]
-            if x.shape[1] < to:
-                raise ValueError(f"obs[{key!r}] has {x.shape[1]} steps, the policy needs obs_horizon={to}")
-            window[key] = self.normalizer.normalize(key, x[:, -to:] if last else x[:, :to])
-        return self.obs_encoder(window, flatten=True)
+        """Raw obs {key: (B, >=To, ...)} -> flattened features (B, To * F) (see Policy.obs_window)."""
+        window = self.obs_window(obs, last)
+        return self.obs_encoder({k: self.normalizer.normalize(k, x) for k, x in window.items()}, flatten=True)
 
     def logits(self, features: Tensor, candidates: Tensor) -> Tensor:
         """features (B, To*F), candidates (B, N, Ta, Da) normalized -> logits = -energy (B, N)."""

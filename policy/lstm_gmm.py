@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Policy, PolicyConfigBase
-from .nets.vision import ObservationEncoder, is_image_shape
+from .nets.vision import ObservationEncoder
 
 STD_ACTIVATIONS = ("softplus", "exp")
 
@@ -96,19 +96,10 @@ class LSTMGMMConfig(PolicyConfigBase):
             raise ValueError(f"gmm_std_activation must be one of {STD_ACTIVATIONS}, got {self.gmm_std_activation!r}")
         if self.gmm_min_std < 0:
             raise ValueError(f"gmm_min_std must be >= 0, got {self.gmm_min_std}")
-        for key, shape in self.obs_shapes.items():
-            if is_image_shape(shape) and self.crop_shape and (
-                    self.crop_shape[0] > shape[0] or self.crop_shape[1] > shape[1]):
-                raise ValueError(f"crop_shape {self.crop_shape} is larger than image {key!r} of shape {shape}")
         if self.rnn_hidden_dim is None:
             self.rnn_hidden_dim = 1000 if self.image_keys else 400
         if self.rnn_hidden_dim < 1:
             raise ValueError(f"rnn_hidden_dim must be positive, got {self.rnn_hidden_dim}")
-
-    @property
-    def image_keys(self) -> list[str]:
-        return [k for k, s in self.obs_shapes.items() if is_image_shape(s)]
-
 
 
 class LSTMGMMPolicy(Policy):

@@ -26,3 +26,16 @@ def pusht_zip() -> Path:
     if path is None:
         pytest.skip("real Push-T data not found: put pusht.zip at ../shared/data/pusht.zip or set PUSHT_ZIP")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_and_seed():
+    """Tiny networks: on a 2-core machine intra-op threads mostly wait on each other (10-100x slower); and a
+    fixed seed so that every test is reproducible on its own."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

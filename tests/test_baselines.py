@@ -16,19 +16,6 @@ TINY_IBC = dict(hidden_dim=64, n_hidden_layers=3, train_n_negatives=32, inferenc
 TINY_VISION = dict(crop_shape=(40, 40), image_feature_dim=16, spatial_softmax_keypoints=8, vision_base_channels=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def make_batch(batch=8, horizon=10, obs_horizon=10, image=False, seed=0):
     """Push-T-like windows: state (5,) per step, the action moves from the agent towards the block."""
     g = torch.Generator().manual_seed(seed)

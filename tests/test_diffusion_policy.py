@@ -14,20 +14,6 @@ TINY_TRANSFORMER = dict(n_layers=2, n_heads=2, embed_dim=32)
 TINY_VISION = dict(crop_shape=(40, 40), image_feature_dim=16, spatial_softmax_keypoints=8, vision_base_channels=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets: on a shared 2-core machine intra-op threads mostly wait on each other (10-100x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def make_batch(batch=8, horizon=16, obs_horizon=2, image=False, seed=0):
     """A synthetic Push-T-like batch: state (5,), actions in [0, 512] that depend on the state."""
     g = torch.Generator().manual_seed(seed)

@@ -9,20 +9,6 @@ from policy.nets.unet1d import check_unet_horizon
 from policy.nets.vision import ResNet18Trunk, SpatialSoftmax, crop_images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets: on a shared 2-core machine intra-op threads mostly wait on each other (10-100x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 # --------------------------------------------------------------------------------------------- UNet
 @pytest.mark.parametrize("horizon,down_dims", [
     (8, (16, 32, 64)), (12, (16, 32, 64)), (16, (16, 32, 64)), (32, (16, 32, 64, 64)), (6, (16, 32)), (5, (16,)),
