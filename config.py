@@ -32,6 +32,7 @@ class TrainingConfig:
     val_ratio: float = 0.02
     max_train_episodes: int | None = None
     split_seed: int = 42
+    # Periodic work, in steps; 0 = only at the last step.
     log_every: int = 50
     val_every: int = 500
     eval_every: int = 1000  # closed-loop evaluation during training (0: only at the end)
@@ -44,7 +45,7 @@ class TrainingConfig:
 @dataclass
 class EvalConfig:
     n_episodes: int = 50
-    n_envs: int | None = None  # None: all episodes at once, up to 50
+    n_envs: int | None = None  # None: the task's (Push-T: all 50 episodes at once; robomimic: 10)
     seed: int | None = None  # None: the task's evaluation seeds (Push-T: 100000..)
     n_videos: int = 2
     video_size: int = 256
@@ -91,6 +92,11 @@ TASK_PRESETS: dict[str, dict] = {
     "pusht_keypoints": {},
     "pusht_image": {"training.batch_size": 64},
 }
+# robomimic (envs/tasks.py): image policies crop 76 of 84 (216 of 240 for ToolHang), as in the paper.
+for _name in ("lift", "can", "square", "transport", "tool_hang"):
+    TASK_PRESETS[f"{_name}_lowdim"] = {}
+    TASK_PRESETS[f"{_name}_image"] = {"training.batch_size": 64,
+                                      "policy.crop_shape": [216, 216] if _name == "tool_hang" else [76, 76]}
 POLICY_PRESETS: dict[str, dict] = {
     # A small UNet ([64,128,256], 5.4M parameters) trains in minutes on a CPU; the paper's is
     # policy.down_dims=[256,512,1024] (65.8M).
@@ -104,6 +110,8 @@ POLICY_PRESETS: dict[str, dict] = {
 PAIR_PRESETS: dict[tuple[str, str], dict] = {
     ("pusht_image", "diffusion_unet"): {"policy.down_dims": [512, 1024, 2048], "policy.diffusion_step_embed_dim": 128},
 }
+for _name in ("lift", "can", "square", "transport", "tool_hang"):
+    PAIR_PRESETS[(f"{_name}_image", "diffusion_unet")] = PAIR_PRESETS[("pusht_image", "diffusion_unet")]
 
 
 class ConfigError(ValueError):

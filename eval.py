@@ -45,7 +45,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     changed = set(cfg.policy_config) - SAMPLING_FIELDS
     if changed:
         raise ConfigError(f"eval.py can change only {sorted(SAMPLING_FIELDS)} of the policy, not {sorted(changed)}")
-    task = get_task(cfg.task)
+    task = get_task(cfg.task).with_spec(ckpt.get("task_spec"))
     device = pick_device(cfg.device)
 
     policy_config = dict(cfg.policy_config)

@@ -64,9 +64,15 @@ def code_version() -> str:
         return "unknown"
 
 
-def default_dataset(cfg: Config) -> Path:
+def default_dataset(cfg: Config, task: Task) -> Path:
     """The embedded default: scripted Push-T demonstrations, generated once into outputs/data/."""
     from datasets.pusht_demos import generate
+
+    if task.robomimic_env:
+        raise ConfigError(
+            f"task {cfg.task} needs dataset_path=<zarr>: convert a robomimic hdf5 with `python -m "
+            "datasets.robomimic_hdf5 convert IN.hdf5 OUT.zarr`, or make demonstrations with `python -m "
+            "envs.robomimic.demonstrator lift --out lift.hdf5` first (README, robomimic tasks)")
 
     path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
     if not path.exists():
@@ -77,11 +83,18 @@ def default_dataset(cfg: Config) -> Path:
     return path
 
 
-def load_data(cfg: Config, task: Task, policy_cfg) -> tuple[WindowDataset, WindowDataset | None, dict]:
+def bind_dataset(cfg: Config, task: Task) -> tuple[Path, Task]:
+    """The dataset path, and the task bound to the dataset's metadata (robomimic: env_meta, action kind)."""
+    path = Path(cfg.dataset_path) if cfg.dataset_path else default_dataset(cfg, task)
+    with ReplayBuffer.open(path) as rb:
+        task = task.for_dataset(rb.attrs, str(path))
+        task.check_dataset(rb.keys, str(path), shapes={k: rb.shape(k)[1:] for k in rb.keys})
+    return path, task
+
+
+def load_data(path: Path, cfg: Config, task: Task, policy_cfg) -> tuple[WindowDataset, WindowDataset | None, dict]:
     """Train/validation windows of the task's observation keys, split by episode."""
-    path = Path(cfg.dataset_path) if cfg.dataset_path else default_dataset(cfg)
     rb = ReplayBuffer.open(path)
-    task.check_dataset(rb.keys, str(path))
     arrays = rb.to_memory(list(task.dataset_keys))
     ends = rb.episode_ends
     rb.close()
@@ -234,14 +247,16 @@ def train(cfg: Config) -> dict:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    # Policy config first: its horizons shape the data windows.
+    # The dataset can change the task (robomimic: environment metadata, absolute or relative actions).
+    data_path, task = bind_dataset(cfg, task)
+    # Policy config next: its horizons shape the data windows.
     if cfg.policy not in POLICIES:
         raise ConfigError(f"unknown policy {cfg.policy!r}; known policies: {', '.join(POLICIES)}")
     spec = POLICIES[cfg.policy]
     policy_cfg = spec.config_class(**{**spec.defaults, "obs_shapes": task.obs_shapes, "action_dim": task.action_dim,
                                       **policy_config_kwargs(cfg, spec.config_class)})
 
-    train_set, val_set, data_info = load_data(cfg, task, policy_cfg)
+    train_set, val_set, data_info = load_data(data_path, cfg, task, policy_cfg)
     normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=policy_cfg.image_keys)
     policy = spec.policy_class(policy_cfg, normalizer).to(device)
     optimizer = policy.make_optimizer()
@@ -284,7 +299,7 @@ def train(cfg: Config) -> dict:
     run = start_wandb(cfg, output_dir, run_info, run_id)
 
     def checkpoint_state() -> dict:
-        return {"config": cfg.to_dict(), "task": cfg.task, "policy_name": cfg.policy,
+        return {"config": cfg.to_dict(), "task": cfg.task, "task_spec": task.spec(), "policy_name": cfg.policy,
                 "policy_config": policy_cfg.to_dict(), "policy": policy.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
                 "lr_scheduler": lr_scheduler.state_dict(), "step": step, "best_score": best_score,
@@ -318,6 +333,10 @@ def train(cfg: Config) -> dict:
                          pin_memory=device.type == "cuda", batch_sampler=sampler)
     policy.train()
     result = None
+    def due(step: int, every: int) -> bool:
+        """Periodic work: every `every` steps (0: only at the last step) and always at the last step."""
+        return step == cfg.training.steps or (every > 0 and step % every == 0)
+
     bar = tqdm(total=cfg.training.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     last_time, last_step = time.perf_counter(), step
     for batch in loader:
@@ -337,18 +356,18 @@ def train(cfg: Config) -> dict:
         step += 1
         bar.update(1)
 
-        if step % cfg.training.log_every == 0 or step == cfg.training.steps:
+        if due(step, cfg.training.log_every):
             now = time.perf_counter()
             log({"step": step, "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
                  "train/lr": lr_scheduler.get_last_lr()[0], "train/steps_per_s": (step - last_step) / (now - last_time)})
             last_time, last_step = now, step
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if val_set is not None and (step % cfg.training.val_every == 0 or step == cfg.training.steps):
+        if val_set is not None and due(step, cfg.training.val_every):
             log({"step": step, "val/loss": validation_loss(ema.averaged if ema else policy, val_set, cfg, device)})
             policy.train()
         if cfg.training.eval_every and step % cfg.training.eval_every == 0 and step < cfg.training.steps:
             evaluate_now(f"step_{step}")
-        if step % cfg.training.checkpoint_every == 0 or step == cfg.training.steps:
+        if due(step, cfg.training.checkpoint_every):
             save_checkpoint(last_path, checkpoint_state())
     bar.close()
 

@@ -48,6 +48,7 @@ ratio, and 1 MiB keeps one-episode reads and append rewrites small. The whole Pu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -230,9 +231,12 @@ class ReplayBuffer:
     """
 
     def __init__(self, arrays: Mapping, episode_ends: np.ndarray, source: str, *, from_store: bool = False,
-                 root: zarr.Group | None = None, store=None, path: Path | None = None, prefix: str = ""):
+                 root: zarr.Group | None = None, store=None, path: Path | None = None, prefix: str = "",
+                 attrs: Mapping | None = None):
         """Use `open`, `create` or `from_arrays`. `arrays`: {key: zarr.Array or np.ndarray (>= n_steps, ...)}."""
         self.source = source
+        # JSON metadata of the buffer (the root group's attributes), e.g. a robomimic dataset's env_meta.
+        self.attrs: dict = dict(root.attrs) if root is not None else dict(attrs or {})
         self.path = path  # the directory or zip file (None in memory); the group sits at `prefix` inside it
         self.prefix = prefix
         self.root = root
@@ -301,7 +305,7 @@ class ReplayBuffer:
                 data = rb.to_memory()
             finally:
                 rb.close()
-            return cls(data, rb.episode_ends, str(path), path=path, prefix=prefix)
+            return cls(data, rb.episode_ends, str(path), path=path, prefix=prefix, attrs=rb.attrs)
         return rb
 
     @classmethod
@@ -339,9 +343,10 @@ class ReplayBuffer:
         return rb
 
     @classmethod
-    def from_arrays(cls, data: Mapping[str, np.ndarray], episode_ends, source: str = "<arrays>") -> ReplayBuffer:
+    def from_arrays(cls, data: Mapping[str, np.ndarray], episode_ends, source: str = "<arrays>",
+                    attrs: Mapping | None = None) -> ReplayBuffer:
         """An in-memory buffer over numpy arrays {key: (n_steps, ...)} and cumulative `episode_ends`."""
-        return cls({k: np.asarray(v) for k, v in data.items()}, np.asarray(episode_ends), source)
+        return cls({k: np.asarray(v) for k, v in data.items()}, np.asarray(episode_ends), source, attrs=attrs)
 
     # ---------------------------------------------------------------- structure
 
@@ -464,6 +469,17 @@ class ReplayBuffer:
         return out
 
     # ---------------------------------------------------------------- writing
+
+    def update_attrs(self, **values) -> None:
+        """Set JSON-serializable metadata (the root group's attributes) of a buffer opened for writing."""
+        if not self._writable:
+            raise ReplayBufferError(f"{self.source}: opened read-only; open with mode='a' or create() to write")
+        try:
+            json.dumps(values)
+        except TypeError as e:
+            raise ReplayBufferError(f"{self.source}: attribute values must be JSON-serializable: {e}") from e
+        self.root.attrs.update(values)
+        self.attrs.update(values)
 
     def add_episode(self, episode: Mapping[str, np.ndarray]) -> None:
         """Append one episode {key: array (T, ...)}, the same T for every key and the same keys as the buffer.

@@ -119,7 +119,7 @@ def evaluate(
     called before each batch of episodes; `predict_kwargs` go to predict_action (e.g. num_inference_steps).
     """
     seed = task.eval_seed if seed is None else seed
-    n_envs = min(n_episodes, n_envs or 50)
+    n_envs = min(n_episodes, n_envs or task.eval_n_envs)
     obs_horizon = policy.config.obs_horizon
     policy.eval()
     results: list[EpisodeResult] = []

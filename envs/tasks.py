@@ -2,7 +2,11 @@
 
 A policy's observation is a dict {key: array (..., *shape)}. A task says which keys and shapes, how to
 build them from a replay buffer's arrays (training) and from the environment's observations (rollouts), so
-that the two always agree. `train.py` and `eval.py` pick a task by name (`task=pusht_image`).
+that the two always agree. `train.py` and `eval.py` pick a task by name (`task=pusht_image`, `task=lift_lowdim`).
+
+The robomimic tasks are built from their dataset: `task.for_dataset(rb.attrs, path)` adds the dataset's
+environment metadata (robomimic's env_args, stored by `datasets.robomimic_hdf5.convert`) and its action kind
+(relative: 7 per arm; absolute: 10 per arm); checkpoints keep that (`task.spec()`, `task.with_spec(spec)`).
 
     task = get_task("pusht_keypoints")
     arrays = task.obs_from_dataset(rb.to_memory(task.dataset_keys))   # {"keypoints": (N, 20)}
@@ -12,7 +16,7 @@ that the two always agree. `train.py` and `eval.py` pick a task by name (`task=p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import gymnasium as gym
@@ -33,10 +37,16 @@ class Task:
     max_episode_steps: int = 300
     eval_seed: int = 100000  # evaluation episodes use seeds eval_seed, eval_seed + 1, ...
     score_name: str = "mean_max_reward"  # Push-T's coverage score
+    eval_n_envs: int = 50  # environments stepped together in an evaluation
+    robomimic_env: str | None = None  # robosuite env name a robomimic task's dataset must be for
 
     def make_env(self, render_size: int = 96, max_episode_steps: int | None = None) -> gym.Env:
         import envs.pusht  # noqa: F401  (registers PushT-v0)
+        import envs.robomimic  # noqa: F401  (registers Robomimic-v0)
 
+        if self.robomimic_env and "env_meta" not in self.env_kwargs:
+            raise ValueError(f"task {self.name!r} builds its environment from the dataset's metadata: train with "
+                             "dataset_path=<converted robomimic zarr>, or evaluate a checkpoint trained that way")
         return gym.make(
             self.env_id,
             max_episode_steps=max_episode_steps or self.max_episode_steps,
@@ -45,13 +55,46 @@ class Task:
             **self.env_kwargs,
         )
 
-    def check_dataset(self, keys: list[str], source: str) -> None:
+    def check_dataset(self, keys: list[str], source: str, shapes: dict | None = None) -> None:
+        """Every key the task reads is there; with `shapes` ({key: per-step shape}), the observations match."""
         missing = [k for k in self.dataset_keys if k not in keys]
         if missing:
             raise KeyError(
                 f"{source}: task {self.name!r} needs data keys {list(self.dataset_keys)}; missing {missing} "
                 f"(the file has {keys})"
             )
+        for key, expected in self.obs_shapes.items():
+            if shapes is not None and key in shapes and tuple(shapes[key]) != tuple(expected):
+                raise ValueError(f"{source}: data key {key!r} has per-step shape {tuple(shapes[key])}; task "
+                                 f"{self.name!r} expects {tuple(expected)} (a dataset of another task?)")
+        action_shape = shapes.get(self.action_key) if shapes is not None else None
+        if action_shape is not None and tuple(action_shape) != (self.action_dim,):
+            raise ValueError(f"{source}: data key {self.action_key!r} has per-step shape {tuple(action_shape)}; "
+                             f"task {self.name!r} expects ({self.action_dim},)")
+
+    def for_dataset(self, attrs: dict, source: str) -> Task:
+        """This task bound to a dataset's metadata (robomimic: env_meta and action kind; Push-T: unchanged)."""
+        if not self.robomimic_env:
+            return self
+        meta = attrs.get("env_meta")
+        if meta is None:
+            raise ValueError(f"{source}: no 'env_meta' attribute; task {self.name!r} needs a replay buffer written by "
+                             "`python -m datasets.robomimic_hdf5 convert` (it stores the hdf5's env_args)")
+        if meta.get("env_name") != self.robomimic_env:
+            raise ValueError(f"{source}: the dataset is for robosuite env {meta.get('env_name')!r}; task "
+                             f"{self.name!r} is {self.robomimic_env!r}")
+        abs_action = bool(attrs.get("abs_action", False))
+        n_arms = len(meta["env_kwargs"].get("robots", ["Panda"]))
+        return self.with_spec({"env_kwargs": {**self.env_kwargs, "env_meta": meta, "abs_action": abs_action},
+                               "action_dim": (10 if abs_action else 7) * n_arms})
+
+    def spec(self) -> dict:
+        """What a checkpoint keeps to rebuild this task (with_spec)."""
+        return {"env_kwargs": self.env_kwargs, "action_dim": self.action_dim}
+
+    def with_spec(self, spec: dict | None) -> Task:
+        return self if spec is None else replace(self, env_kwargs=dict(spec["env_kwargs"]),
+                                                 action_dim=int(spec["action_dim"]))
 
 
 def _agent_pos(state: np.ndarray) -> np.ndarray:
@@ -94,6 +137,40 @@ TASKS: dict[str, Task] = {
         env_kwargs={"obs_type": "image"},
     ),
 }
+
+
+def _robomimic_task(name: str, env_name: str, object_dim: int, cameras: tuple[str, ...], image: bool,
+                    n_arms: int = 1, max_episode_steps: int = 400, image_size: int = 84) -> Task:
+    """A robomimic task as Diffusion Policy runs it: low-dim = object + end-effector pose + gripper of each arm;
+    image = the cameras + the same robot keys (no object state)."""
+    robot = {f"robot{i}_{k}": (d,) for i in range(n_arms) for k, d in
+             (("eef_pos", 3), ("eef_quat", 4), ("gripper_qpos", 2))}
+    shapes = ({f"{c}_image": (image_size, image_size, 3) for c in cameras} if image else {"object": (object_dim,)})
+    shapes.update(robot)
+
+    def select(d):
+        return {k: d[k] if k.endswith("_image") else np.asarray(d[k], dtype=np.float32) for k in shapes}
+
+    return Task(name=name, obs_shapes=shapes, action_dim=7 * n_arms, dataset_keys=(*shapes, "action"),
+                obs_from_dataset=select, obs_from_env=select, env_id="Robomimic-v0",
+                env_kwargs={"obs_keys": list(shapes), "image_size": image_size},
+                max_episode_steps=max_episode_steps, score_name="success_rate", eval_n_envs=10,
+                robomimic_env=env_name)
+
+
+# name, robosuite env, object-state size, cameras, arms, step limit (DESIGN.md section 6: ph 400, 700 for the long ones)
+_ROBOMIMIC = [
+    ("lift", "Lift", 10, ("agentview", "robot0_eye_in_hand"), 1, 400),
+    ("can", "PickPlaceCan", 14, ("agentview", "robot0_eye_in_hand"), 1, 400),
+    ("square", "NutAssemblySquare", 14, ("agentview", "robot0_eye_in_hand"), 1, 400),
+    ("transport", "TwoArmTransport", 41,
+     ("shouldercamera0", "robot0_eye_in_hand", "shouldercamera1", "robot1_eye_in_hand"), 2, 700),
+    ("tool_hang", "ToolHang", 44, ("sideview", "robot0_eye_in_hand"), 1, 700),
+]
+for _name, _env, _obj, _cams, _arms, _steps in _ROBOMIMIC:
+    for _kind in ("lowdim", "image"):
+        TASKS[f"{_name}_{_kind}"] = _robomimic_task(f"{_name}_{_kind}", _env, _obj, _cams, _kind == "image", _arms,
+                                                    _steps, image_size=240 if _name == "tool_hang" else 84)
 
 
 def get_task(name: str) -> Task:

@@ -16,7 +16,10 @@ start up to 9 steps before an episode, edge-padded with its first step, and end 
 
 Rollout (stateful, acts every step): ``predict_action(obs)`` feeds the *latest* observation of the history
 (obs[:, -1]) through the LSTM, carrying the hidden state from the previous call, and returns one action,
-(B, 1, Da). ``reset()`` clears the hidden state; the rollout calls it at the start of every episode
+(B, 1, Da). As in robomimic's ``BC_RNN.get_action``, the state restarts from zeros every ``horizon`` steps:
+the LSTM was trained on ``horizon``-step sequences from a zero state, and carried over hundreds of steps
+it drifts out of what it was trained on (measured on Push-T: coverage 0.10 carried over the episode).
+``reset()`` clears the hidden state and the step counter; the rollout calls it at the start of every episode
 batch. In eval mode the GMM is sampled with robomimic's "low-noise evaluation": a mode is drawn from the
 mixture weights and its mean returned with std 1e-4.
 
@@ -131,6 +134,7 @@ class LSTMGMMPolicy(Policy):
         self.scale_head = nn.Linear(width, k * da)
         self.logits_head = nn.Linear(width, k)
         self._hidden: tuple[Tensor, Tensor] | None = None  # run-time LSTM state (h, c); not saved
+        self._steps_since_reset = 0  # the state restarts every `horizon` steps (robomimic's rnn_horizon)
 
     # ------------------------------------------------------------------------------------------ network
     def _check_obs(self, obs: dict[str, Tensor]) -> None:
@@ -202,6 +206,7 @@ class LSTMGMMPolicy(Policy):
     def reset(self) -> None:
         """Forget the LSTM state (start of an episode)."""
         self._hidden = None
+        self._steps_since_reset = 0
 
     @torch.no_grad()
     def predict_action(self, obs: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
@@ -217,6 +222,9 @@ class LSTMGMMPolicy(Policy):
         if self._hidden is not None and self._hidden[0].shape[1] != batch:
             raise ValueError(f"predict_action got a batch of {batch} but the LSTM state holds "
                              f"{self._hidden[0].shape[1]} episodes: call reset() at the start of every episode batch")
+        if self._steps_since_reset % self.config.horizon == 0:
+            self._hidden = None  # zero state, as at the start of a training sequence
+        self._steps_since_reset += 1
         means, stds, logits, hidden = self.gmm_params(features, self._hidden)
         self._hidden = tuple(h.detach() for h in hidden)
         action = self.gmm_sample(means[:, 0], stds[:, 0], logits[:, 0], generator)  # (B, Da)

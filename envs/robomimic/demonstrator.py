@@ -1,0 +1,207 @@
+"""Scripted demonstrations for Lift and Can, written as robomimic hdf5 files (no download needed).
+
+A waypoint controller on the true object poses drives robomimic's relative OSC_POSE action (7 numbers: position
+delta, axis-angle delta, gripper -1 open / +1 closed): move above the object, descend, close the gripper, lift
+(Lift ends there), carry it above its bin compartment, lower it and open (Can). Position commands are the error to
+the waypoint (capped at one controller step, 5 cm), orientation commands keep the gripper pointing down with its
+fingers across the cube's faces. A little Gaussian noise on the commands and a random hover height make the
+demonstrations differ from one another like human ones do, so a policy sees recoveries.
+
+    python -m envs.robomimic.demonstrator lift --episodes 200 --out data/lift_scripted.hdf5
+    python -m envs.robomimic.demonstrator can --episodes 200 --cameras agentview robot0_eye_in_hand --out can.hdf5
+
+Episodes that do not succeed within the step limit are dropped (the file holds successful demonstrations only,
+as robomimic's "ph" datasets do); the command reports the success rate over all attempts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from .env import ROBOT_LOW_DIM_KEYS, RobomimicEnv, standard_env_meta
+
+POS_STEP = 0.05  # metres per unit of the position command (robomimic's OSC_POSE output_max)
+ROT_STEP = 0.5  # radians per unit of the orientation command
+
+
+class WaypointDemonstrator:
+    """Computes the next relative action from the robosuite env's true state. One instance per episode."""
+
+    def __init__(self, env: RobomimicEnv, task: str, rng: np.random.Generator, noise: float = 0.05):
+        self.env, self.task, self.rng, self.noise = env, task, rng, noise
+        self.rs = env.robosuite_env
+        self.phase, self.phase_steps = "above", 0
+        self.hover = rng.uniform(0.06, 0.12)
+        self.down = self._eef_rotation()  # the start orientation points the gripper down
+        self.grasp_offset = None
+
+    # ---------------------------------------------------------------- state
+
+    def _eef_pos(self) -> np.ndarray:
+        return np.array(self.rs.sim.data.site_xpos[self.rs.robots[0].eef_site_id])
+
+    def _eef_rotation(self) -> Rotation:
+        return Rotation.from_matrix(np.array(self.rs.sim.data.site_xmat[self.rs.robots[0].eef_site_id]).reshape(3, 3))
+
+    def _object(self) -> tuple[np.ndarray, float]:
+        """Object position and yaw (rad)."""
+        body = self.rs.cube_body_id if self.task == "lift" else self.rs.obj_body_id["Can"]
+        quat_wxyz = np.array(self.rs.sim.data.body_xquat[body])
+        yaw = Rotation.from_quat(quat_wxyz[[1, 2, 3, 0]]).as_euler("xyz")[2]
+        return np.array(self.rs.sim.data.body_xpos[body]), yaw
+
+    def _target_rotation(self, yaw: float) -> Rotation:
+        if self.task != "lift":
+            return self.down  # a can is round
+        # Turn about the vertical so the fingers close across two faces of the cube (90-degree symmetric).
+        gripper_yaw = self.down.as_euler("xyz")[2]
+        turn = (yaw - gripper_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4
+        return Rotation.from_euler("z", turn) * self.down
+
+    # ---------------------------------------------------------------- control
+
+    def _command(self, target: np.ndarray, rotation: Rotation, gripper: float) -> np.ndarray:
+        pos = np.clip((target - self._eef_pos()) / POS_STEP, -1, 1)
+        rot = np.clip((rotation * self._eef_rotation().inv()).as_rotvec() / ROT_STEP, -1, 1)
+        action = np.concatenate([pos, rot, [gripper]])
+        action[:6] += self.noise * self.rng.standard_normal(6)
+        return np.clip(action, -1, 1)
+
+    def _next(self, phase: str) -> None:
+        self.phase, self.phase_steps = phase, 0
+
+    def act(self) -> np.ndarray:
+        obj, yaw = self._object()
+        rot = self._target_rotation(yaw)
+        eef = self._eef_pos()
+        self.phase_steps += 1
+        close = lambda target, tol=0.01: np.linalg.norm(target - eef) < tol  # noqa: E731
+        if self.phase == "above":
+            target = obj + [0, 0, self.hover]
+            if close(target, 0.015) or self.phase_steps > 60:
+                self._next("descend")
+            return self._command(target, rot, -1)
+        if self.phase == "descend":
+            target = obj + [0, 0, 0.0 if self.task == "lift" else 0.01]
+            if close(target, 0.008) or self.phase_steps > 40:
+                self._next("grasp")
+            return self._command(target, rot, -1)
+        if self.phase == "grasp":
+            if self.phase_steps > 12:
+                self.grasp_offset = eef - obj
+                self._next("lift")
+            return self._command(eef, rot, 1)
+        if self.phase == "lift":
+            height = 0.15 if self.task == "lift" else 0.25
+            target = np.array([eef[0], eef[1], self.rs.table_offset[2] + height] if self.task == "lift" else
+                              [eef[0], eef[1], self.rs.bin2_pos[2] + height])
+            if self.task != "lift" and close(target, 0.03):
+                self._next("carry")
+            return self._command(target, rot, 1)
+        goal = np.array(self.rs.target_bin_placements[self.rs.object_to_id["can"]])
+        if self.phase == "carry":
+            target = np.array([goal[0], goal[1], self.rs.bin2_pos[2] + 0.25])
+            if close(target, 0.02) or self.phase_steps > 80:
+                self._next("lower")
+            return self._command(target, rot, 1)
+        if self.phase == "lower":
+            target = np.array([goal[0], goal[1], self.rs.bin2_pos[2] + 0.12])
+            if close(target, 0.02) or self.phase_steps > 40:
+                self._next("release")
+            return self._command(target, rot, 1)
+        if self.phase == "release":
+            if self.phase_steps > 8:
+                self._next("retreat")
+            return self._command(eef, rot, -1)
+        # retreat: move up so the gripper leaves the can (robosuite's success wants the gripper away)
+        return self._command(np.array([eef[0], eef[1], self.rs.bin2_pos[2] + 0.3]), rot, -1)
+
+
+def record_episode(env: RobomimicEnv, task: str, seed: int, max_steps: int, noise: float) -> dict | None:
+    """One scripted episode from `env.reset(seed=seed)`; robomimic's per-demo arrays, or None if it failed.
+
+    Arrays: states (T, S) before each action, actions (T, 7), rewards (T,), dones (T,) (1 at the last step),
+    obs/next_obs {key: (T, ...)}; model_file: the MuJoCo XML. The episode ends 1 step after the first success.
+    """
+    obs, _ = env.reset(seed=seed)
+    demo = WaypointDemonstrator(env, task, np.random.default_rng(seed), noise)
+    states, actions, observations, rewards = [], [], [obs], []
+    for _ in range(max_steps):
+        states.append(env.get_state())
+        action = demo.act()
+        obs, reward, success, _, _ = env.step(action)
+        actions.append(action)
+        observations.append(obs)
+        rewards.append(reward)
+        if success:
+            break
+    else:
+        return None
+    stack = lambda rows: {k: np.stack([o[k] for o in rows]) for k in rows[0]}  # noqa: E731
+    dones = np.zeros(len(actions), dtype=np.int64)
+    dones[-1] = 1
+    return {"states": np.stack(states), "actions": np.stack(actions), "rewards": np.array(rewards),
+            "dones": dones, "obs": stack(observations[:-1]), "next_obs": stack(observations[1:]),
+            "model_file": env.sim.model.get_xml()}
+
+
+TASK_ENV = {"lift": "Lift", "can": "PickPlaceCan"}
+
+
+def generate(task: str, out: str | Path, episodes: int, cameras: tuple[str, ...] = (), image_size: int = 84,
+             seed: int = 0, max_steps: int = 400, noise: float = 0.05, progress: bool = True) -> dict:
+    """Write `episodes` successful scripted demonstrations to a robomimic hdf5; returns counts and timing.
+
+    Seeds seed, seed+1, ... are tried until `episodes` succeed (at most 2x as many attempts).
+    """
+    from datasets.robomimic_hdf5 import write_robomimic_hdf5
+
+    if task not in TASK_ENV:
+        raise ValueError(f"no scripted demonstrator for task {task!r}; available: {sorted(TASK_ENV)}")
+    env_meta = standard_env_meta(TASK_ENV[task], cameras=cameras, image_size=image_size)
+    obs_keys = ["object", *ROBOT_LOW_DIM_KEYS, *[f"{c}_image" for c in cameras]]
+    env = RobomimicEnv(env_meta, obs_keys, image_size=image_size)
+    demos, attempts, start = [], 0, time.perf_counter()
+    bar = tqdm(total=episodes, desc=f"{task} demos", unit="demo", disable=not progress)
+    try:
+        while len(demos) < episodes and attempts < 2 * episodes:
+            demo = record_episode(env, task, seed + attempts, max_steps, noise)
+            attempts += 1
+            if demo is not None:
+                demos.append(demo)
+                bar.update(1)
+            bar.set_postfix(success=f"{len(demos)}/{attempts}")
+    finally:
+        bar.close()
+        env.close()
+    write_robomimic_hdf5(out, demos, env_meta)
+    return {"path": str(out), "demos": len(demos), "attempts": attempts, "success_rate": len(demos) / attempts,
+            "mean_length": float(np.mean([len(d["actions"]) for d in demos])) if demos else 0.0,
+            "seconds": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=sorted(TASK_ENV))
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--out", required=True, help="robomimic hdf5 file to write")
+    parser.add_argument("--cameras", nargs="*", default=[], help="also store <camera>_image observations")
+    parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=400)
+    parser.add_argument("--noise", type=float, default=0.05, help="std of the Gaussian noise on the commands")
+    args = parser.parse_args(argv)
+    r = generate(args.task, args.out, args.episodes, tuple(args.cameras), args.image_size, args.seed,
+                 args.max_steps, args.noise)
+    print(f"{r['demos']} demonstrations ({r['attempts']} attempts, success rate {r['success_rate']:.3f}, "
+          f"{r['mean_length']:.0f} steps on average) in {r['seconds']:.0f} s -> {r['path']}")
+
+
+if __name__ == "__main__":
+    main()
