@@ -173,6 +173,21 @@ def test_lstm_gmm_hidden_state_carries_over_until_reset():
     assert policy.predict_action({"state": batch["obs"]["state"][:2, :1]}).shape == (2, 1, 2)
 
 
+def test_lstm_gmm_state_restarts_every_horizon_steps():
+    """robomimic's rollout: the LSTM state restarts from zeros every `horizon` (10) steps, as in training."""
+    batch = make_batch(batch=2)
+    policy = make_lstm(batch=batch)
+    train(policy, batch, 5)
+    policy.eval()
+    obs = {"state": batch["obs"]["state"][:, :1]}
+    act = lambda: policy.predict_action(obs, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    policy.reset()
+    calls = [act() for _ in range(policy.config.horizon + 2)]
+    assert not torch.allclose(calls[1], calls[0])  # carried within a sequence
+    assert torch.equal(calls[policy.config.horizon], calls[0])  # step 10 starts a new sequence from zeros
+    assert torch.equal(calls[policy.config.horizon + 1], calls[1])
+
+
 def test_lstm_gmm_stateful_rollout_equals_the_sequence_forward():
     """Step-by-step calls with a carried state give the same GMM as running the whole sequence at once."""
     batch = make_batch(batch=2)
