@@ -6,11 +6,11 @@ robot, controller and task match the demonstrations. What we change, and why:
 - `hard_reset=False`: robosuite otherwise re-parses the model XML and rebuilds the simulator and renderer on
   every reset (seconds with a renderer); the initial states are drawn the same way.
 - Cameras: only those whose images are observation keys are rendered on a step (`<camera>_image`, at
-  `image_size` x `image_size`, 84 by default). Shadows and the skybox are switched off: they do not change a
-  pixel of these cameras (measured: bench/bench_robomimic_env.py). Floor/table reflections do (mean 0.5 / 255
-  on agentview) and cost ~70% of the render time: they are switched off only when `env_meta["fast_render"]`
-  is true, which our scripted demonstrations record; an environment for a published dataset renders as the
-  dataset was rendered.
+  `image_size` x `image_size`, 84 by default). Shadows and the skybox are switched off: they change no pixel
+  of Lift's agentview and eye-in-hand images (measured: mean |difference| 0.000). Table reflections do (mean
+  0.5 / 255 on agentview) and cost most of the render time (bench/bench_robomimic_env.py): they are switched
+  off only when `env_meta["fast_render"]` is true, which our scripted demonstrations record; an environment
+  for a published dataset renders as the dataset was rendered.
 - The renderer is created on the first `render()` when no camera is observed (low-dim tasks), so 50 low-dim
   environments in one process do not hold 50 GL contexts unless videos are recorded.
 
