@@ -72,7 +72,7 @@ def main() -> None:
             env.close()
         kind = "2 cameras 84x84" if images else "low-dim"
         rows.append((kind, "robomimic env (robosuite defaults)", peer_rate, 1.0))
-        rows.append((kind, "ours (same pixels)", ours_rates[False], ours_rates[False] / peer_rate))
+        rows.append((kind, "ours (robosuite render settings)", ours_rates[False], ours_rates[False] / peer_rate))
         if images:
             rows.append((kind, "ours, fast_render (no reflections)", ours_rates[True], ours_rates[True] / peer_rate))
             for c in CAMERAS:
@@ -82,7 +82,8 @@ def main() -> None:
             np.random.seed(123)
             peer_obs = peer.reset()
             for c in CAMERAS:
-                diff = np.abs(frames[False][f"{c}_image"].astype(int) - peer_obs[f"{c}_image"].astype(int))
+                peer_image = np.round(np.moveaxis(peer_obs[f"{c}_image"], 0, -1) * 255)  # robomimic: CHW in [0, 1]
+                diff = np.abs(frames[False][f"{c}_image"].astype(int) - peer_image.astype(int))
                 print(f"ours vs robomimic env, same seed, {c}: mean |diff| {diff.mean():.3f} / 255")
     print(f"\nLift, {args.episodes} episodes x {args.steps} steps with resets, random actions")
     print(f"{'observations':<18} {'environment':<38} {'steps/s':>9} {'ratio':>7}")

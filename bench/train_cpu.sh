@@ -20,8 +20,8 @@ case "$network" in
   lstm_gmm)    args=(policy=lstm_gmm training.steps=9000 training.batch_size=256 training.eval_every=900) ;;
   # IBC's energy MLP scores every counter-example: the paper's size (4x1024 units, 1024 negatives, batch 256) is
   # ~45 s per step here, and acting (derivative-free optimization over 1024 samples, every step) dominates the
-  # evaluations. CPU size: 4x256 units, 256 negatives, batch 64; run on one core for 90 minutes (the same
-  # 90 core-minutes as the others) next to other work: `taskset -c 0 bash bench/train_cpu.sh ibc ... training.threads=1`.
+  # evaluations. CPU size: 4x256 units, 256 negatives, batch 64. Measured on one core (taskset -c 0, training.threads=1):
+  # 99 minutes with 3 evaluations, about the 90 core-minutes of the UNet run.
   ibc)         args=(policy=ibc policy.hidden_dim=256 policy.train_n_negatives=256 training.steps=9000
                      training.batch_size=64 training.eval_every=3000) ;;
   lift)
