@@ -18,6 +18,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from envs.tasks import ROBOMIMIC_TASKS
+
 
 @dataclass
 class TrainingConfig:
@@ -92,11 +94,11 @@ TASK_PRESETS: dict[str, dict] = {
     "pusht_keypoints": {},
     "pusht_image": {"training.batch_size": 64},
 }
-# robomimic (envs/tasks.py): image policies crop 76 of 84 (216 of 240 for ToolHang), as in the paper.
-for _name in ("lift", "can", "square", "transport", "tool_hang"):
-    TASK_PRESETS[f"{_name}_lowdim"] = {}
-    TASK_PRESETS[f"{_name}_image"] = {"training.batch_size": 64,
-                                      "policy.crop_shape": [216, 216] if _name == "tool_hang" else [76, 76]}
+# robomimic (envs/tasks.py): image policies crop 90% of the image (76 of 84, 216 of 240), as in the paper.
+for _name, _task in ROBOMIMIC_TASKS.items():
+    _size = max((s[0] for s in _task.obs_shapes.values() if len(s) == 3), default=None)
+    TASK_PRESETS[_name] = {} if _size is None else {"training.batch_size": 64,
+                                                     "policy.crop_shape": [round(0.9 * _size)] * 2}
 POLICY_PRESETS: dict[str, dict] = {
     # A small UNet ([64,128,256], 5.4M parameters) trains in minutes on a CPU; the paper's is
     # policy.down_dims=[256,512,1024] (65.8M).
@@ -110,8 +112,9 @@ POLICY_PRESETS: dict[str, dict] = {
 PAIR_PRESETS: dict[tuple[str, str], dict] = {
     ("pusht_image", "diffusion_unet"): {"policy.down_dims": [512, 1024, 2048], "policy.diffusion_step_embed_dim": 128},
 }
-for _name in ("lift", "can", "square", "transport", "tool_hang"):
-    PAIR_PRESETS[(f"{_name}_image", "diffusion_unet")] = PAIR_PRESETS[("pusht_image", "diffusion_unet")]
+for _name in ROBOMIMIC_TASKS:
+    if _name.endswith("_image"):
+        PAIR_PRESETS[(_name, "diffusion_unet")] = PAIR_PRESETS[("pusht_image", "diffusion_unet")]
 
 
 class ConfigError(ValueError):

@@ -173,6 +173,9 @@ for _name, _env, _obj, _cams, _arms, _steps in _ROBOMIMIC:
                                                     _steps, image_size=240 if _name == "tool_hang" else 84)
 
 
+ROBOMIMIC_TASKS = {name: task for name, task in TASKS.items() if task.robomimic_env}
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")

@@ -16,7 +16,7 @@ from datasets.replay_buffer import ReplayBuffer
 from datasets.robomimic_hdf5 import (RobomimicFormatError, abs_action_replay_error, convert, info,
                                      read_env_meta)
 from envs.robomimic.demonstrator import generate
-from envs.robomimic.env import RobomimicEnv
+from envs.robomimic.env import RobomimicEnv, standard_env_meta
 from envs.robomimic.rotation import (axis_angle_to_rot6d, env_to_policy_action, policy_to_env_action,
                                      rot6d_to_axis_angle)
 from envs.tasks import get_task
@@ -84,8 +84,7 @@ def test_env_from_dataset_metadata_and_reset_to_recorded_state(lift_hdf5):
 
 
 def test_seeded_resets_repeat_and_differ():
-    meta = read_env_meta_for("Lift")
-    env = RobomimicEnv(meta, ["object"])
+    env = RobomimicEnv(standard_env_meta("Lift"), ["object"])
     try:
         a = env.reset(seed=100000)[0]["object"]
         b = env.reset(seed=100001)[0]["object"]
@@ -94,12 +93,6 @@ def test_seeded_resets_repeat_and_differ():
         assert not np.allclose(a[:3], b[:3])
     finally:
         env.close()
-
-
-def read_env_meta_for(env_name: str) -> dict:
-    from envs.robomimic.env import standard_env_meta
-
-    return standard_env_meta(env_name)
 
 
 def test_converter_windows_match_hdf5(lift_hdf5, lift_zarr):

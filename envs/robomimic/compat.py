@@ -57,7 +57,7 @@ def _install_stand_ins() -> None:
 
 
 def import_robomimic():
-    """(robosuite, EnvUtils, ObsUtils, FileUtils-free env module) after the fixes above; a clear error if missing."""
+    """(robosuite, robomimic env_utils, robomimic obs_utils) after the fixes above; a clear error if missing."""
     _set_headless_rendering()
     _install_stand_ins()
     try:
