@@ -20,7 +20,7 @@ again (its saved config must match the requested one); an unfinished one resumes
 `--source wandb` a .wandb file or any folder above them. Runs are grouped by W&B group and task, with one
 row per policy. Unfinished runs (no eval.json; for W&B, no final summary) are listed and left out.
 
-The numbers follow the paper (DESIGN.md sections 6-7): for each seed, the max and the mean of the last 10
+The numbers follow the paper (docs/design.md sections 6-7): for each seed, the max and the mean of the last 10
 of its evaluations (`eval/mean_max_reward`, the coverage score, and `eval/success_rate`), then mean ± std
 over seeds. Writes report.md (tables), report.json (every number, per seed too) and report.png (score and
 success rate against training step: mean over seeds, shaded between the seeds' min and max).
@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import ConfigError, StackError, TrainingError
+
 SCORE, SUCCESS = "eval/mean_max_reward", "eval/success_rate"
 LAST_N = 10  # the paper's "mean of the last 10 checkpoints"
 REPO = Path(__file__).resolve().parent
@@ -48,8 +50,17 @@ IGNORED_CONFIG_KEYS = {"wandb", "device", "resume", "checkpoint", "training.thre
                        "eval.vector", "eval.n_envs", "eval.n_videos", "eval.video_size", "output_dir"}
 
 
-class CompareError(ValueError):
-    pass
+class CompareError(StackError, ValueError):
+    """A bad `compare.py` request: the message names the argument or run dir."""
+
+
+def shown(path: str | Path) -> str:
+    """A path as reports show it: relative to the current directory when it lies below it (no machine paths)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @dataclasses.dataclass
@@ -95,7 +106,7 @@ def read_local_run(run_dir: Path) -> Run | None:
 
     None when unfinished: no eval.json, or an eval.json older than last.pt (the run was extended later).
     """
-    from train import load_checkpoint  # imports torch: only when reading local runs
+    from runlib import load_checkpoint  # imports torch: only when reading local runs
 
     eval_path, ckpt_path = run_dir / "eval.json", run_dir / "checkpoints" / "last.pt"
     if not eval_path.is_file() or not ckpt_path.is_file():
@@ -108,7 +119,7 @@ def read_local_run(run_dir: Path) -> Run | None:
     evals = eval_points(ckpt["history"])
     if not evals:
         return None
-    return Run(source=str(run_dir), run_id=ckpt.get("wandb_run_id") or run_dir.name,
+    return Run(source=shown(run_dir), run_id=ckpt.get("wandb_run_id") or run_dir.name,
                group=cfg["wandb"]["group"] or "", task=ckpt["task"], policy=ckpt["policy_name"],
                seed=int(cfg["seed"]), steps=int(ckpt["step"]), evals=evals,
                final={"mean_max_reward": float(final["mean_max_reward"]),
@@ -127,7 +138,7 @@ def collect_local(paths: list[Path]) -> tuple[list[Run], list[str]]:
     runs, unfinished = [], []
     for d in run_dirs:
         run = read_local_run(d)
-        runs.append(run) if run else unfinished.append(str(d))
+        runs.append(run) if run else unfinished.append(shown(d))
     return runs, unfinished
 
 
@@ -228,7 +239,7 @@ def collect_wandb(paths: list[Path]) -> tuple[list[Run], list[str]]:
             summary.update(p["summary"])
             for step, row in p["history"].items():
                 history[step] = {**row, "step": step}  # a later start trained this step again: its row wins
-        sources = ", ".join(p["path"] for p in parts)
+        sources = ", ".join(shown(p["path"]) for p in parts)
         evals = eval_points(history[s] for s in sorted(history))
         if "final/mean_max_reward" not in summary or not evals or not {"task", "policy", "seed"} <= set(config):
             unfinished.append(sources)
@@ -288,7 +299,7 @@ def markdown(summary: list[dict], runs: list[Run], unfinished: list[str], source
              f"Coverage score = `{SCORE}` (mean over evaluation episodes of the max reward), success rate = "
              f"`{SUCCESS}`. For each seed: **max** over its evaluations and **mean of its last {LAST_N}** "
              f"(all of them if fewer), then mean ± std over seeds (std with ddof=0), as the paper reports "
-             f"(DESIGN.md sections 6-7). final = the run's last evaluation (eval.json). Read from {source}.", ""]
+             f"(docs/design.md sections 6-7). final = the run's last evaluation (eval.json). Read from {source}.", ""]
     for g in summary:
         lines += [f"## group `{g['group'] or '(none)'}`, task `{g['task']}`", "",
                   "| policy | seeds | score max | score last 10 | success max | success last 10 | final score "
@@ -384,7 +395,8 @@ def config_differences(saved: dict, wanted: dict) -> list[str]:
 
 def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
     """Parse `run`'s arguments into the output dir and one (policy, seed, train.py overrides) per run."""
-    from config import POLICY_PRESETS, parse_overrides
+    from config import parse_overrides
+    from policy import POLICIES
 
     special, common, scoped = {}, [], {}
     for arg in argv:
@@ -396,16 +408,16 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
             special[key] = value
         elif key in ("policy", "seed", "wandb.group"):
             raise CompareError(f"{key}= is set per run by compare.py; use policies=, seeds= or group=")
-        elif head in POLICY_PRESETS and "." in key:
+        elif head in POLICIES and "." in key:
             scoped.setdefault(head, []).append(arg.split(".", 1)[1])
         else:
             common.append(arg)
     policies = [p for p in special.get("policies", "").split(",") if p]
     if not policies:
         raise CompareError(f"policies= is required, e.g. policies=diffusion_unet,lstm_gmm "
-                           f"(known: {', '.join(POLICY_PRESETS)})")
-    if unknown := [p for p in [*policies, *scoped] if p not in POLICY_PRESETS]:
-        raise CompareError(f"unknown policies {unknown}; known: {', '.join(POLICY_PRESETS)}")
+                           f"(known: {', '.join(POLICIES)})")
+    if unknown := [p for p in [*policies, *scoped] if p not in POLICIES]:
+        raise CompareError(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
     if unused := [p for p in scoped if p not in policies]:
         raise CompareError(f"overrides for {unused}, which are not in policies={','.join(policies)}")
     try:
@@ -428,7 +440,8 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
 
 def command_run(argv: list[str]) -> int:
     from config import parse_overrides
-    from train import TrainingError, load_checkpoint, train
+    from runlib import load_checkpoint
+    from train import train
 
     out_dir, plan = plan_runs(argv)
     # A finished run is reused only if it is the run asked for: check them all before training any.
@@ -480,14 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("run", "report"):
         print(__doc__, file=sys.stderr)
         return 2
-    from config import ConfigError
-
     try:
         return command_run(argv[1:]) if argv[0] == "run" else command_report(argv[1:])
-    except Exception as e:
-        # train.TrainingError is matched by name: a W&B-only report never imports train.py (and torch)
-        if not isinstance(e, (CompareError, ConfigError, FileNotFoundError)) and type(e).__name__ != "TrainingError":
-            raise
+    except (StackError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

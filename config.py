@@ -2,12 +2,12 @@
 
     python train.py task=pusht_image policy=diffusion_transformer training.steps=20000 policy.n_layers=4
 
-`task=` and `policy=` pick presets (applied first, in that order), then every other `key=value` sets a
-field: `training.*`, `eval.*`, `wandb.*` and top-level keys of `Config`, and `policy.*` the fields of the
-chosen policy's own config dataclass (e.g. DiffusionConfig). Values are Python literals (`[64,128,256]`,
-`1e-4`, `None`, `true`) or bare strings. An unknown key or a value of the wrong type stops with a
-message naming it. The final config, with the classes it will build, is printed and saved with every
-checkpoint and W&B run.
+`task=` and `policy=` pick presets (the task's, then the policy's, then the pair's; see `presets`), then every
+other `key=value` sets a field: `training.*`, `eval.*`, `wandb.*` and top-level keys of `Config`, and `policy.*`
+the fields of the chosen policy's own config dataclass (e.g. DiffusionConfig). Values are Python literals
+(`[64,128,256]`, `1e-4`, `None`, `true`) or bare strings. An unknown key, a value of the wrong type or a policy
+setting its config rejects stops with a message naming it, when the command line is parsed. The final config,
+with the classes it will build, is printed and saved with every checkpoint and W&B run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from envs.tasks import ROBOMIMIC_TASKS
+from common import ConfigError, is_image_shape
+from envs.tasks import TASKS, get_task
+from policy import config_presets, get_spec
 
 
 @dataclass
@@ -53,7 +55,6 @@ class EvalConfig:
     video_size: int = 256
     max_steps: int | None = None  # None: the task's (Push-T: 300)
     vector: str = "sync"  # "sync" or "async" (subprocesses, spawned)
-    num_inference_steps: int | None = None  # None: the policy's
 
 
 @dataclass
@@ -86,39 +87,19 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# Named presets: overrides applied before the command line's. The policy presets pick the policy class
-# (policy/__init__.py POLICIES) and its size; the task presets pick the environment and data keys
-# (envs/tasks.py TASKS) and what the task needs from training.
-TASK_PRESETS: dict[str, dict] = {
-    "pusht_lowdim": {},
-    "pusht_keypoints": {},
-    "pusht_image": {"training.batch_size": 64},
-}
-# robomimic (envs/tasks.py): image policies crop 90% of the image (76 of 84, 216 of 240), as in the paper.
-for _name, _task in ROBOMIMIC_TASKS.items():
-    _size = max((s[0] for s in _task.obs_shapes.values() if len(s) == 3), default=None)
-    TASK_PRESETS[_name] = {} if _size is None else {"training.batch_size": 64,
-                                                     "policy.crop_shape": [round(0.9 * _size)] * 2}
-POLICY_PRESETS: dict[str, dict] = {
-    # A small UNet ([64,128,256], 5.4M parameters) trains in minutes on a CPU; the paper's is
-    # policy.down_dims=[256,512,1024] (65.8M).
-    "diffusion_unet": {"policy.down_dims": [64, 128, 256]},
-    "diffusion_transformer": {},
-    # robomimic's BC-RNN trains with a constant learning rate and no weight averaging.
-    "lstm_gmm": {"training.use_ema": False},
-    "ibc": {},
-}
-# Presets for a (task, policy) pair, applied after both: the image UNet of the paper.
-PAIR_PRESETS: dict[tuple[str, str], dict] = {
-    ("pusht_image", "diffusion_unet"): {"policy.down_dims": [512, 1024, 2048], "policy.diffusion_step_embed_dim": 128},
-}
-for _name in ROBOMIMIC_TASKS:
-    if _name.endswith("_image"):
-        PAIR_PRESETS[(_name, "diffusion_unet")] = PAIR_PRESETS[("pusht_image", "diffusion_unet")]
+# Presets, applied before the command line's overrides, in this order: the task's (envs/tasks.py, each task's
+# `presets`), the policy's (policy/__init__.py, each PolicySpec's `presets`), then the (task, policy) pair's below.
+PAIR_PRESETS: dict[tuple[str, str], dict] = {}
+_IMAGE_UNET = {"policy.down_dims": [512, 1024, 2048], "policy.diffusion_step_embed_dim": 128}  # the paper's image UNet
+for _name, _task in TASKS.items():
+    if any(is_image_shape(s) for s in _task.obs_shapes.values()):
+        PAIR_PRESETS[(_name, "diffusion_unet")] = _IMAGE_UNET
 
 
-class ConfigError(ValueError):
-    """A bad override: the message names the key and what was expected."""
+def presets(task: str, policy: str) -> list[tuple[str, object]]:
+    """The (key, value) presets of a task and policy, in the order they apply."""
+    return [*get_task(task).presets.items(), *get_spec(policy).presets.items(),
+            *PAIR_PRESETS.get((task, policy), {}).items()]
 
 
 def _coerce(value, annotation, key: str):
@@ -212,10 +193,12 @@ def _sections() -> str:
     return "training, eval, wandb, policy"
 
 
-def parse_overrides(argv: list[str], cfg: Config | None = None, presets: bool = True) -> Config:
+def parse_overrides(argv: list[str], cfg: Config | None = None, use_presets: bool = True) -> Config:
     """Build a Config from `key=value` arguments: presets of task= and policy= first, then the rest.
 
-    `presets=False` applies the arguments alone on top of `cfg` (eval.py, on a checkpoint's config).
+    `use_presets=False` applies the arguments alone on top of `cfg` (eval.py, on a checkpoint's config).
+    Unknown tasks, policies and keys, wrongly typed values and policy settings the policy's config rejects
+    raise ConfigError naming them.
     """
     cfg = cfg or Config()
     pairs = []
@@ -227,25 +210,40 @@ def parse_overrides(argv: list[str], cfg: Config | None = None, presets: bool = 
     for key, value in pairs:
         if key in ("task", "policy"):
             _set(cfg, key, value)
-    if cfg.task not in TASK_PRESETS:
-        raise ConfigError(f"unknown task {cfg.task!r}; known tasks: {', '.join(TASK_PRESETS)}")
-    if cfg.policy not in POLICY_PRESETS:
-        raise ConfigError(f"unknown policy {cfg.policy!r}; known policies: {', '.join(POLICY_PRESETS)}")
-    if presets:
-        for key, value in [*TASK_PRESETS[cfg.task].items(), *POLICY_PRESETS[cfg.policy].items(),
-                           *PAIR_PRESETS.get((cfg.task, cfg.policy), {}).items()]:
+    if use_presets:
+        for key, value in presets(cfg.task, cfg.policy):
             _set(cfg, key, value)
     for key, value in pairs:
         if key not in ("task", "policy"):
             _set(cfg, key, value)
+    check_policy_config(cfg)
     return cfg
 
 
-def policy_config_kwargs(cfg: Config, config_class) -> dict:
-    """`policy.*` overrides checked against the policy's config dataclass (names and types)."""
+def check_policy_config(cfg: Config, task=None):
+    """The policy config that `cfg` asks for, built with the task's observation shapes and action size (`task`:
+    the task bound to its dataset; default: `cfg.task`'s). parse_overrides calls it, so every `policy.*` key,
+    type and value is checked when the command line is parsed, not hours later when a run reaches it."""
+    spec = get_spec(cfg.policy)
+    task = task or get_task(cfg.task)
+    try:
+        return spec.config_class(**{"obs_shapes": task.obs_shapes, "action_dim": task.action_dim,
+                                    **policy_config_kwargs(cfg)})
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        given = ", ".join(f"policy.{k}={v!r}" for k, v in cfg.policy_config.items()) or "no policy.* overrides"
+        raise ConfigError(f"policy {cfg.policy!r} on task {cfg.task!r} ({given}): {e}") from e
+
+
+def policy_config_kwargs(cfg: Config) -> dict:
+    """The policy's presets and `policy.*` overrides as config keyword arguments, checked against the policy's
+    config dataclass (names and types)."""
+    config_class = get_spec(cfg.policy).config_class
     fields = _fields_of_class(config_class)
     out = {}
-    for name, value in cfg.policy_config.items():
+    # The policy's presets again, under the overrides: a Config built in code without parse_overrides gets them too.
+    for name, value in {**config_presets(cfg.policy), **cfg.policy_config}.items():
         if name not in fields:
             raise ConfigError(
                 f"unknown config key 'policy.{name}' for policy {cfg.policy!r} ({config_class.__name__}); "
@@ -263,10 +261,13 @@ def _fields_of_class(cls) -> dict:
 
 def config_from_dict(d: dict) -> Config:
     """Rebuild a Config saved with `to_dict()` (in a checkpoint)."""
-    d = dict(d)
+    def known(cls, values: dict) -> dict:  # keys that a newer version dropped are ignored
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in values.items() if k in names}
+
     return Config(
-        **{k: v for k, v in d.items() if k not in ("training", "eval", "wandb")},
-        training=TrainingConfig(**d.get("training", {})),
-        eval=EvalConfig(**d.get("eval", {})),
-        wandb=WandbConfig(**d.get("wandb", {})),
+        **known(Config, {k: v for k, v in d.items() if k not in ("training", "eval", "wandb")}),
+        training=TrainingConfig(**known(TrainingConfig, d.get("training", {}))),
+        eval=EvalConfig(**known(EvalConfig, d.get("eval", {}))),
+        wandb=WandbConfig(**known(WandbConfig, d.get("wandb", {}))),
     )

@@ -18,10 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-from config import ConfigError, config_from_dict, parse_overrides
+from common import CheckpointError, ConfigError, run_cli
+from config import config_from_dict, parse_overrides
 from envs.tasks import get_task
-from train import (TrainingError, load_checkpoint, pick_device, policy_from_checkpoint, run_cli, run_evaluation,
-                   start_wandb)
+from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, run_evaluation, score_line,
+                    start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
 SAMPLING_FIELDS = {"inference_scheduler", "num_inference_steps"}
@@ -37,11 +38,11 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     cfg = config_from_dict(ckpt["config"])
     cfg.output_dir = None
     cfg.policy_config = {}
-    cfg = parse_overrides(args, cfg, presets=False)
+    cfg = parse_overrides(args, cfg, use_presets=False)
     if cfg.task != ckpt["task"]:
-        raise TrainingError(f"{checkpoint}: the checkpoint is for task {ckpt['task']!r}, not {cfg.task!r}")
+        raise CheckpointError(f"{checkpoint}: the checkpoint is for task {ckpt['task']!r}, not {cfg.task!r}")
     if cfg.policy != ckpt["policy_name"]:
-        raise TrainingError(f"{checkpoint}: the checkpoint holds policy {ckpt['policy_name']!r}, not {cfg.policy!r}")
+        raise CheckpointError(f"{checkpoint}: the checkpoint holds policy {ckpt['policy_name']!r}, not {cfg.policy!r}")
     changed = set(cfg.policy_config) - SAMPLING_FIELDS
     if changed:
         raise ConfigError(f"eval.py can change only {sorted(SAMPLING_FIELDS)} of the policy, not {sorted(changed)}")
@@ -68,13 +69,9 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
                       run_id=f"eval-{output_dir.name}-{ckpt.get('wandb_run_id', 'run')}")
     run.log({"eval/mean_max_reward": result["mean_max_reward"], "eval/success_rate": result["success_rate"]})
     if result["videos"]:
-        import wandb
-
-        run.log({"eval/video": wandb.Video(result["videos"][0], format="mp4")})
+        log_video(run, result["videos"][0])
     run.finish()
-    lo, hi = result["mean_max_reward_ci95"]
-    print(f"mean max reward {result['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), success rate "
-          f"{result['success_rate']:.2f} over {result['n_episodes']} episodes")
+    print(score_line(result))
     print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'eval'}")
     return result
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,50 +27,26 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from config import Config, ConfigError, parse_overrides, policy_config_kwargs  # noqa: E402
+from common import CheckpointError, ConfigError, TrainingError, run_cli  # noqa: E402
+from config import Config, check_policy_config, parse_overrides  # noqa: E402
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
-from envs.rollout import evaluate  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
-from policy import EMA, POLICIES, make_policy  # noqa: E402
+from policy import EMA, get_spec  # noqa: E402
+from runlib import (REPO, code_version, load_checkpoint, log_video, pick_device, rng_state,  # noqa: E402
+                    run_evaluation, save_checkpoint, score_line, seed_everything, set_rng_state, start_wandb)
 
-REPO = Path(__file__).resolve().parent
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-# ---------------------------------------------------------------------------------------------- setup
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+# ---------------------------------------------------------------------------------------------- data
 
 
 def default_dataset(cfg: Config, task: Task) -> Path:
     """The embedded default: scripted Push-T demonstrations, generated once into outputs/data/."""
-    from datasets.pusht_demos import generate
+    from demos.pusht import generate
 
     if task.robomimic_env:
         raise ConfigError(
             f"task {cfg.task} needs dataset_path=<zarr>: convert a robomimic hdf5 with `python -m "
-            "datasets.robomimic_hdf5 convert IN.hdf5 OUT.zarr`, or make demonstrations with `python -m "
-            "envs.robomimic.demonstrator lift --out lift.hdf5` first (README, robomimic tasks)")
+            "demos.robomimic_hdf5 convert IN.hdf5 OUT.zarr`, or make demonstrations with `python -m "
+            "demos.robomimic lift --out lift.hdf5` first (README, robomimic tasks)")
 
     path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
     if not path.exists():
@@ -116,82 +90,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
             for k, v in batch.items()}
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-CHECKPOINT_KEYS = ("config", "task", "policy_name", "policy_config", "policy", "step")
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint, stopping with a message naming the file if it is truncated or incomplete."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated zip, unpickling garbage, ...
-        raise TrainingError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") from e
-    if not isinstance(ckpt, dict):
-        raise TrainingError(f"{path}: not a checkpoint of this project (got a {type(ckpt).__name__})")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
-        raise TrainingError(f"{path}: checkpoint is missing keys {missing}")
-    return ckpt
-
-
-def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, config_overrides: dict | None = None):
-    """The policy a checkpoint holds (its EMA weights when it has them), in eval mode.
-
-    `config_overrides` change policy config fields that hold no weights (e.g. the inference scheduler).
-    """
-    if ckpt["policy_name"] not in POLICIES:
-        raise TrainingError(f"{path}: unknown policy {ckpt['policy_name']!r}; known policies: {', '.join(POLICIES)}")
-    policy = make_policy(ckpt["policy_name"], Normalizer(), **{**ckpt["policy_config"], **(config_overrides or {})})
-    weights = ckpt["ema"]["averaged"] if use_ema and ckpt.get("ema") else ckpt["policy"]
-    try:
-        policy.load_state_dict(weights)
-    except RuntimeError as e:
-        raise TrainingError(f"{path}: weights do not fit policy {ckpt['policy_name']!r}: {e}") from e
-    return policy.eval()
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------------------------- logging
-
-
-def start_wandb(cfg: Config, output_dir: Path, run_info: dict, run_id: str):
-    import wandb
-
-    if cfg.wandb.mode not in ("offline", "online", "disabled"):
-        raise ConfigError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(
-        mode=cfg.wandb.mode, project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
-        name=cfg.wandb.name or output_dir.name, tags=cfg.wandb.tags, dir=str(output_dir), id=run_id,
-        resume="allow", config={**cfg.to_dict(), **run_info},
-    )
+# ---------------------------------------------------------------------------------------------- plots
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -222,19 +121,6 @@ def plot_curves(history: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def run_evaluation(policy, task, cfg: Config, device, output_dir: Path, tag: str) -> dict:
-    """Closed-loop evaluation with the eval.* settings (train.py during training, eval.py on a checkpoint)."""
-    predict_kwargs = {}
-    if cfg.eval.num_inference_steps is not None:
-        if not hasattr(policy.config, "num_inference_steps"):
-            raise ConfigError(f"eval.num_inference_steps: policy {cfg.policy!r} has no denoising steps")
-        predict_kwargs["num_inference_steps"] = cfg.eval.num_inference_steps
-    return evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
-                    device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,
-                    video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector,
-                    predict_kwargs=predict_kwargs)
-
-
 def train(cfg: Config) -> dict:
     task = get_task(cfg.task)
     device = pick_device(cfg.device)
@@ -243,18 +129,13 @@ def train(cfg: Config) -> dict:
     output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
     output_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
 
     # The dataset can change the task (robomimic: environment metadata, absolute or relative actions).
     data_path, task = bind_dataset(cfg, task)
     # Policy config next: its horizons shape the data windows.
-    if cfg.policy not in POLICIES:
-        raise ConfigError(f"unknown policy {cfg.policy!r}; known policies: {', '.join(POLICIES)}")
-    spec = POLICIES[cfg.policy]
-    policy_cfg = spec.config_class(**{**spec.defaults, "obs_shapes": task.obs_shapes, "action_dim": task.action_dim,
-                                      **policy_config_kwargs(cfg, spec.config_class)})
+    spec = get_spec(cfg.policy)
+    policy_cfg = check_policy_config(cfg, task)
 
     train_set, val_set, data_info = load_data(data_path, cfg, task, policy_cfg)
     normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=policy_cfg.image_keys)
@@ -276,9 +157,15 @@ def train(cfg: Config) -> dict:
     if cfg.resume and last_path.exists():
         ckpt = load_checkpoint(last_path, map_location=device)
         if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
-            raise TrainingError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
-                                f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
-        policy.load_state_dict(ckpt["policy"])
+            raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
+                                  f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
+        try:
+            policy.load_state_dict(ckpt["policy"])
+        except RuntimeError as e:  # same task and policy, another network size
+            changed = {k: (v, policy_cfg.to_dict().get(k)) for k, v in ckpt["policy_config"].items()
+                       if policy_cfg.to_dict().get(k) != v}
+            raise CheckpointError(f"{last_path}: its {cfg.policy} has another configuration than this run's "
+                                  f"(saved vs now: {changed}); use another output_dir or resume=false") from e
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if ema is not None:
@@ -318,9 +205,7 @@ def train(cfg: Config) -> dict:
                  "eval/success_rate": result["success_rate"]}
         log(entry)
         if result["videos"]:
-            import wandb
-
-            run.log({"eval/video": wandb.Video(result["videos"][0], format="mp4")}, step=step)
+            log_video(run, result["videos"][0], step=step)
         if result["mean_max_reward"] > best_score:
             best_score = result["mean_max_reward"]
             save_checkpoint(best_path, checkpoint_state())
@@ -380,9 +265,7 @@ def train(cfg: Config) -> dict:
     run.summary.update({"final/mean_max_reward": result["mean_max_reward"],
                         "final/success_rate": result["success_rate"]})
     run.finish()
-    print(f"final: mean max reward {result['mean_max_reward']:.3f} "
-          f"(95% CI {result['mean_max_reward_ci95'][0]:.3f}..{result['mean_max_reward_ci95'][1]:.3f}), "
-          f"success rate {result['success_rate']:.2f} over {result['n_episodes']} episodes")
+    print(f"final: {score_line(result)}")
     print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'final'}; "
           f"curve: {output_dir / 'training_curve.png'}; checkpoints: {last_path.parent}")
     return summary
@@ -400,16 +283,6 @@ def validation_loss(policy, val_set: WindowDataset, cfg: Config, device, max_bat
         losses.append(policy.compute_loss(batch)["loss"].item())
     torch.set_rng_state(state)
     return float(np.mean(losses))
-
-
-def run_cli(command, argv: list[str] | None) -> int:
-    """Run `command(argv)`; bad input (config, checkpoint, data) prints one line naming it and exits 2."""
-    try:
-        command(sys.argv[1:] if argv is None else argv)
-    except (ConfigError, TrainingError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

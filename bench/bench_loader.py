@@ -6,7 +6,7 @@
 Loader: windows/s drawn through `make_loader` (train.py's settings: StepBatches shuffle, 0 workers) from the
 training split, Push-T state (obs "state", batch 256) and image (obs "img" + "state", batch 64), Tp=16,
 To=2, Ta=8; the median of `--repeats` timed runs of `--seconds` each. The reference figures are
-DESIGN.md section 7 (Diffusion Policy's loader on a 2-core machine like this one, its own configs).
+docs/design.md section 7 (Diffusion Policy's loader on a 2-core machine like this one, its own configs).
 
 --storage: writes the first `--episodes` episodes (images as uint8) with several Blosc settings and chunk
 sizes and reports stored size, write time, full-decode time and per-episode read time; the numbers behind
@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from datasets import ReplayBuffer, StepBatches, WindowDataset, make_loader, resolve_pusht, split_episodes  # noqa: E402
 
-REFERENCE = {  # DESIGN.md section 7: (windows/s with its config, its config, windows/s with 0 workers)
+REFERENCE = {  # docs/design.md section 7: (windows/s with its config, its config, windows/s with 0 workers)
     "state": (37_500, "1 worker", 62_000),
     "image": (680, "8 workers", 736),
 }

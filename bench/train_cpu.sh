@@ -15,7 +15,7 @@ case "$network" in
   # Step counts chosen so that training plus the evaluations fit in about 45 minutes on 2 idle cores.
   unet)        args=(policy=diffusion_unet training.steps=8000 training.batch_size=256 training.eval_every=2000) ;;
   transformer) args=(policy=diffusion_transformer training.steps=4500 training.batch_size=64 training.eval_every=1500) ;;
-  # Baselines (issue 5), same 45-minute budget. LSTM-GMM is cheap per step (~4 steps/s at batch 256) and acts
+  # Baselines (LSTM-GMM and IBC), same 45-minute budget. LSTM-GMM is cheap per step (~4 steps/s at batch 256) and acts
   # in ~ms, so it gets 10 evaluations (the paper's "mean of the last 10").
   lstm_gmm)    args=(policy=lstm_gmm training.steps=9000 training.batch_size=256 training.eval_every=900) ;;
   # IBC's energy MLP scores every counter-example: the paper's size (4x1024 units, 1024 negatives, batch 256) is

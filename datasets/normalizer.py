@@ -1,4 +1,4 @@
-"""Normalization of observations and actions ("limits" mode, DESIGN.md section 4).
+"""Normalization of observations and actions ("limits" mode, docs/design.md section 4).
 
 Low-dim keys: per feature, the training data's [min, max] maps linearly to [-1, 1]:
     y = x * scale + offset,  scale = 2 / (max - min),  offset = -1 - min * scale.

@@ -64,6 +64,8 @@ import zarr.codecs
 import zarr.storage
 from zarr.storage import WrapperStore
 
+from common import DataError, is_image_shape
+
 DEFAULT_CHUNK_BYTES = 1 << 20  # ~1 MiB of uncompressed data per chunk, along time
 DEFAULT_CNAME = "zstd"
 DEFAULT_CLEVEL = 5
@@ -75,7 +77,7 @@ _SHUFFLE_V2 = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blos
 _READ_BLOCK_BYTES = 64 << 20  # to_memory decodes this much at a time, so float images never sit whole in RAM
 
 
-class ReplayBufferError(ValueError):
+class ReplayBufferError(DataError):
     """A replay buffer that is not what the format requires; the message names the file and key."""
 
 
@@ -84,11 +86,6 @@ class MissingKeyError(ReplayBufferError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])
-
-
-def is_image_array(shape: tuple[int, ...]) -> bool:
-    """Whether an array of this shape (N, ...) holds images: (N, H, W, C) with C in 1, 3 or 4."""
-    return len(shape) == 4 and shape[-1] in (1, 3, 4)
 
 
 def _find_group_prefix(names: Iterable[str], source: str) -> str:
@@ -451,7 +448,7 @@ class ReplayBuffer:
 
     def _load(self, key: str) -> np.ndarray:
         arr, n = self._arrays[key], self.n_steps
-        float_images = is_image_array(arr.shape) and np.issubdtype(arr.dtype, np.floating)
+        float_images = is_image_shape(arr.shape[1:]) and np.issubdtype(arr.dtype, np.floating)
         if isinstance(arr, np.ndarray):
             return arr.astype(np.uint8) if float_images and _whole_0_255(arr) else arr
         if not float_images:

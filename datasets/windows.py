@@ -1,6 +1,6 @@
 """Episode windows: the training samples of every task and observation type, and the loader that batches them.
 
-A window is `horizon` (Tp) consecutive steps of one episode (DESIGN.md section 4). Per episode of length L,
+A window is `horizon` (Tp) consecutive steps of one episode (docs/design.md section 4). Per episode of length L,
 window starts t run from -(To-1) to L-Tp+(Ta-1) inclusive (To = obs_horizon, Ta = action_horizon), so that
 the first window's last observation is the episode's first step and the last window still holds Ta actions
 to execute from index To-1. Positions outside [0, L) repeat the episode's first/last step (edge padding);
@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .replay_buffer import ReplayBuffer, ReplayBufferError, is_image_array
+from common import is_image_shape
+
+from .replay_buffer import ReplayBuffer, ReplayBufferError
 
 
 class WindowDataset(Dataset):
@@ -63,7 +65,7 @@ class WindowDataset(Dataset):
         self.source = rb.source
 
         arrays = rb.to_memory(list(dict.fromkeys([*self.obs_keys, action_key])))
-        self.image_keys = [k for k in self.obs_keys if is_image_array(arrays[k].shape)]
+        self.image_keys = [k for k in self.obs_keys if is_image_shape(arrays[k].shape[1:])]
         for k in self.image_keys:
             if arrays[k].dtype != np.uint8:
                 raise ReplayBufferError(f"{rb.source}: images 'data/{k}' must be uint8 or floats holding whole "

@@ -22,6 +22,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from common import ConfigError, DataError, is_image_shape
+
 
 @dataclass(frozen=True)
 class Task:
@@ -39,13 +41,16 @@ class Task:
     score_name: str = "mean_max_reward"  # Push-T's coverage score
     eval_n_envs: int = 50  # environments stepped together in an evaluation
     robomimic_env: str | None = None  # robosuite env name a robomimic task's dataset must be for
+    # What the task implies for a run, as `section.field` overrides (config.py applies them before the command
+    # line's): e.g. a smaller batch for image tasks and the crop that goes with the image size.
+    presets: dict = field(default_factory=dict)
 
     def make_env(self, render_size: int = 96, max_episode_steps: int | None = None) -> gym.Env:
         import envs.pusht  # noqa: F401  (registers PushT-v0)
         import envs.robomimic  # noqa: F401  (registers Robomimic-v0)
 
         if self.robomimic_env and "env_meta" not in self.env_kwargs:
-            raise ValueError(f"task {self.name!r} builds its environment from the dataset's metadata: train with "
+            raise DataError(f"task {self.name!r} builds its environment from the dataset's metadata: train with "
                              "dataset_path=<converted robomimic zarr>, or evaluate a checkpoint trained that way")
         return gym.make(
             self.env_id,
@@ -59,17 +64,17 @@ class Task:
         """Every key the task reads is there; with `shapes` ({key: per-step shape}), the observations match."""
         missing = [k for k in self.dataset_keys if k not in keys]
         if missing:
-            raise KeyError(
+            raise DataError(
                 f"{source}: task {self.name!r} needs data keys {list(self.dataset_keys)}; missing {missing} "
                 f"(the file has {keys})"
             )
         for key, expected in self.obs_shapes.items():
             if shapes is not None and key in shapes and tuple(shapes[key]) != tuple(expected):
-                raise ValueError(f"{source}: data key {key!r} has per-step shape {tuple(shapes[key])}; task "
+                raise DataError(f"{source}: data key {key!r} has per-step shape {tuple(shapes[key])}; task "
                                  f"{self.name!r} expects {tuple(expected)} (a dataset of another task?)")
         action_shape = shapes.get(self.action_key) if shapes is not None else None
         if action_shape is not None and tuple(action_shape) != (self.action_dim,):
-            raise ValueError(f"{source}: data key {self.action_key!r} has per-step shape {tuple(action_shape)}; "
+            raise DataError(f"{source}: data key {self.action_key!r} has per-step shape {tuple(action_shape)}; "
                              f"task {self.name!r} expects ({self.action_dim},)")
 
     def for_dataset(self, attrs: dict, source: str) -> Task:
@@ -78,10 +83,10 @@ class Task:
             return self
         meta = attrs.get("env_meta")
         if meta is None:
-            raise ValueError(f"{source}: no 'env_meta' attribute; task {self.name!r} needs a replay buffer written by "
+            raise DataError(f"{source}: no 'env_meta' attribute; task {self.name!r} needs a replay buffer written by "
                              "`python -m datasets.robomimic_hdf5 convert` (it stores the hdf5's env_args)")
         if meta.get("env_name") != self.robomimic_env:
-            raise ValueError(f"{source}: the dataset is for robosuite env {meta.get('env_name')!r}; task "
+            raise DataError(f"{source}: the dataset is for robosuite env {meta.get('env_name')!r}; task "
                              f"{self.name!r} is {self.robomimic_env!r}")
         abs_action = bool(attrs.get("abs_action", False))
         n_arms = len(meta["env_kwargs"].get("robots", ["Panda"]))
@@ -135,6 +140,7 @@ TASKS: dict[str, Task] = {
         obs_from_dataset=lambda d: {"image": d["img"], "agent_pos": _agent_pos(d["state"]).astype(np.float32)},
         obs_from_env=lambda o: {"image": o["image"], "agent_pos": np.asarray(o["agent_pos"], dtype=np.float32)},
         env_kwargs={"obs_type": "image"},
+        presets={"training.batch_size": 64},
     ),
 }
 
@@ -142,23 +148,26 @@ TASKS: dict[str, Task] = {
 def _robomimic_task(name: str, env_name: str, object_dim: int, cameras: tuple[str, ...], image: bool,
                     n_arms: int = 1, max_episode_steps: int = 400, image_size: int = 84) -> Task:
     """A robomimic task as Diffusion Policy runs it: low-dim = object + end-effector pose + gripper of each arm;
-    image = the cameras + the same robot keys (no object state)."""
+    image = the cameras + the same robot keys (no object state). Image policies train at batch 64 and crop
+    90% of the image (76 of 84, 216 of 240), as in the paper."""
     robot = {f"robot{i}_{k}": (d,) for i in range(n_arms) for k, d in
              (("eef_pos", 3), ("eef_quat", 4), ("gripper_qpos", 2))}
     shapes = ({f"{c}_image": (image_size, image_size, 3) for c in cameras} if image else {"object": (object_dim,)})
     shapes.update(robot)
 
     def select(d):
-        return {k: d[k] if k.endswith("_image") else np.asarray(d[k], dtype=np.float32) for k in shapes}
+        return {k: d[k] if is_image_shape(shape) else np.asarray(d[k], dtype=np.float32) for k, shape in shapes.items()}
 
+    crop = round(0.9 * image_size)
     return Task(name=name, obs_shapes=shapes, action_dim=7 * n_arms, dataset_keys=(*shapes, "action"),
                 obs_from_dataset=select, obs_from_env=select, env_id="Robomimic-v0",
                 env_kwargs={"obs_keys": list(shapes), "image_size": image_size},
                 max_episode_steps=max_episode_steps, score_name="success_rate", eval_n_envs=10,
-                robomimic_env=env_name)
+                robomimic_env=env_name,
+                presets={"training.batch_size": 64, "policy.crop_shape": [crop, crop]} if image else {})
 
 
-# name, robosuite env, object-state size, cameras, arms, step limit (DESIGN.md section 6: ph 400, 700 for the long ones)
+# name, robosuite env, object-state size, cameras, arms, step limit (the paper's limits: 400, 700 for the two long tasks)
 _ROBOMIMIC = [
     ("lift", "Lift", 10, ("agentview", "robot0_eye_in_hand"), 1, 400),
     ("can", "PickPlaceCan", 14, ("agentview", "robot0_eye_in_hand"), 1, 400),
@@ -178,5 +187,5 @@ ROBOMIMIC_TASKS = {name: task for name, task in TASKS.items() if task.robomimic_
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[name]

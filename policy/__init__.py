@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 from torch import nn
 
+from common import ConfigError
+
 from .base import Policy
 from .diffusion import DiffusionConfig, DiffusionPolicy
 from .ema import EMA
@@ -19,35 +21,51 @@ from .lstm_gmm import LSTMGMMConfig, LSTMGMMPolicy
 
 
 class PolicySpec(NamedTuple):
+    """A policy name: the classes it builds and the settings the name implies.
+
+    `presets` are `section.field` values: `policy.<field>` of the config dataclass (applied by `make_config`
+    and by the command line), and `training.<field>` of the training recipe (applied by the command line,
+    config.py). Explicit keyword arguments and command-line overrides come after them.
+    """
+
     config_class: type
     policy_class: type
-    defaults: dict  # config values the name implies; explicit keyword arguments override them
+    presets: dict
 
 
 POLICIES: dict[str, PolicySpec] = {
-    "diffusion_unet": PolicySpec(DiffusionConfig, DiffusionPolicy, {"network": "unet"}),
-    "diffusion_transformer": PolicySpec(DiffusionConfig, DiffusionPolicy, {"network": "transformer"}),
-    "lstm_gmm": PolicySpec(LSTMGMMConfig, LSTMGMMPolicy, {}),
+    # A small UNet ([64,128,256], 5.4M parameters) trains in minutes on a CPU; the paper's is
+    # policy.down_dims=[256,512,1024] (65.8M, the DiffusionConfig default).
+    "diffusion_unet": PolicySpec(DiffusionConfig, DiffusionPolicy,
+                                 {"policy.network": "unet", "policy.down_dims": [64, 128, 256]}),
+    "diffusion_transformer": PolicySpec(DiffusionConfig, DiffusionPolicy, {"policy.network": "transformer"}),
+    # robomimic's BC-RNN trains with a constant learning rate and no weight averaging.
+    "lstm_gmm": PolicySpec(LSTMGMMConfig, LSTMGMMPolicy, {"training.use_ema": False}),
     "ibc": PolicySpec(IBCConfig, IBCPolicy, {}),
 }
 
 
-def _spec(name: str) -> PolicySpec:
+def get_spec(name: str) -> PolicySpec:
     if name not in POLICIES:
-        raise KeyError(f"unknown policy {name!r}; known: {sorted(POLICIES)}")
+        raise ConfigError(f"unknown policy {name!r}; known policies: {', '.join(POLICIES)}")
     return POLICIES[name]
 
 
+def config_presets(name: str) -> dict:
+    """The `policy.*` presets of policy `name` as config keyword arguments."""
+    return {k.split(".", 1)[1]: v for k, v in get_spec(name).presets.items() if k.startswith("policy.")}
+
+
 def make_config(name: str, **config):
-    """The config object of policy ``name`` from keyword arguments (on top of the name's defaults)."""
-    spec = _spec(name)
-    return spec.config_class(**{**spec.defaults, **config})
+    """The config object of policy ``name`` from keyword arguments (on top of the name's presets)."""
+    return get_spec(name).config_class(**{**config_presets(name), **config})
 
 
 def make_policy(name: str, normalizer: nn.Module, **config) -> Policy:
     """Build policy ``name`` (a key of POLICIES) with a fitted normalizer and config keyword arguments."""
-    return _spec(name).policy_class(make_config(name, **config), normalizer)
+    return get_spec(name).policy_class(make_config(name, **config), normalizer)
 
 
 __all__ = ["Policy", "DiffusionConfig", "DiffusionPolicy", "EMA", "IBCConfig", "IBCPolicy", "LSTMGMMConfig",
-           "LSTMGMMPolicy", "POLICIES", "PolicySpec", "make_config", "make_policy"]
+           "LSTMGMMPolicy", "POLICIES", "PolicySpec", "config_presets", "get_spec",
+           "make_config", "make_policy"]

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from .base import Policy, PolicyConfigBase
 from .nets.transformer import TransformerForDiffusion
 from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
-from .nets.vision import ObservationEncoder
 
 NETWORKS = ("unet", "transformer")
 
@@ -30,12 +29,9 @@ NETWORKS = ("unet", "transformer")
 class DiffusionConfig(PolicyConfigBase):
     """Everything needed to build a DiffusionPolicy. Defaults are the paper's Push-T (state) settings.
 
-    ``obs_shapes`` maps each observation key to its per-step shape: (H, W, 3) for cameras, e.g. (5,) or
-    (9, 2) for low-dim keys. Optimizer fields left as None take the network's published values.
+    Optimizer fields left as None take the network's published values.
     """
 
-    obs_shapes: dict[str, tuple[int, ...]]
-    action_dim: int
     network: str = "unet"  # "unet" (CNN) or "transformer"
 
     # Horizons (Tp, To, Ta): predict Tp actions from To observations, execute Ta, replan.
@@ -59,12 +55,6 @@ class DiffusionConfig(PolicyConfigBase):
     causal_attn: bool = True
     n_cond_layers: int = 0
 
-    # Vision (image keys only)
-    crop_shape: tuple[int, int] | None = (84, 84)
-    image_feature_dim: int = 64
-    spatial_softmax_keypoints: int = 32
-    vision_base_channels: int = 64  # 64 = ResNet-18; smaller multiples of 16 for tiny test nets
-
     # Diffusion. Training always uses DDPM with num_train_timesteps steps.
     num_train_timesteps: int = 100
     beta_schedule: str = "squaredcos_cap_v2"
@@ -82,13 +72,7 @@ class DiffusionConfig(PolicyConfigBase):
     lr_warmup_steps: int = 500  # cosine schedule with warmup, built by the trainer
 
     def __post_init__(self):
-        # Accept lists (from YAML / JSON) wherever tuples are meant.
-        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
-        self.down_dims = tuple(self.down_dims)
-        self.crop_shape = tuple(self.crop_shape) if self.crop_shape is not None else None
-        if self.optimizer_betas is not None:
-            self.optimizer_betas = tuple(self.optimizer_betas)
-
+        self.down_dims = tuple(self.down_dims)  # lists from JSON / the command line
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
         self.check_common()
@@ -112,20 +96,11 @@ class DiffusionConfig(PolicyConfigBase):
 class DiffusionPolicy(Policy):
     """Diffusion Policy with a 1D UNet or a transformer as the noise-prediction network.
 
-    Args:
-        config: a DiffusionConfig.
-        normalizer: an nn.Module with normalize(key, x) / unnormalize(key, x), fitted on the training data
-            for every key of ``config.obs_shapes`` and "action". Registered, so it is saved with the policy.
+    Built from a DiffusionConfig and a fitted normalizer (see ``Policy.__init__``).
     """
 
     def __init__(self, config: DiffusionConfig, normalizer: nn.Module):
-        super().__init__()
-        self.config = config
-        self.normalizer = normalizer
-        self.obs_encoder = ObservationEncoder(
-            config.obs_shapes, config.crop_shape, config.image_feature_dim, config.spatial_softmax_keypoints,
-            config.vision_base_channels,
-        )
+        super().__init__(config, normalizer)
         if config.network == "unet":
             self.model = ConditionalUnet1D(
                 config.action_dim, config.obs_horizon * self.obs_encoder.feature_dim, config.horizon,
@@ -147,10 +122,9 @@ class DiffusionPolicy(Policy):
             self.inference_scheduler = DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **scheduler_kwargs)
 
     # ----------------------------------------------------------------------------------------- helpers
-    def _encode_obs(self, obs: dict[str, Tensor]) -> Tensor:
-        """Raw obs {key: (B, To, ...)} -> conditioning: (B, To*F) for the UNet, (B, To, F) for the transformer."""
-        normalized = {key: self.normalizer.normalize(key, obs[key]) for key in self.config.obs_shapes}
-        return self.obs_encoder(normalized, flatten=self.config.network == "unet")
+    def condition(self, obs: dict[str, Tensor]) -> Tensor:
+        """Raw obs window {key: (B, To, ...)} -> conditioning: (B, To*F) for the UNet, (B, To, F) for the transformer."""
+        return self.encode_obs(obs, flatten=self.config.network == "unet")
 
     # ------------------------------------------------------------------------------------------ training
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
@@ -158,7 +132,7 @@ class DiffusionPolicy(Policy):
         if batch["action"].shape[1:] != (self.config.horizon, self.config.action_dim):
             raise ValueError(f"action has shape {tuple(batch['action'].shape)}, expected "
                              f"(B, {self.config.horizon}, {self.config.action_dim})")
-        cond = self._encode_obs(self.obs_window(batch["obs"], last=False))
+        cond = self.condition(self.obs_window(batch["obs"], last=False))
         actions = self.normalizer.normalize("action", batch["action"]).float()
         noise = torch.randn_like(actions)
         timesteps = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
@@ -173,7 +147,7 @@ class DiffusionPolicy(Policy):
                              num_inference_steps: int | None = None) -> Tensor:
         """The whole denoised window (B, Tp, Da), un-normalized. Observations are encoded once here, not
         once per denoising step. ``generator`` (on the policy's device) makes the sampling reproducible."""
-        cond = self._encode_obs(self.obs_window(obs, last=True))
+        cond = self.condition(self.obs_window(obs, last=True))
         batch = cond.shape[0]
         scheduler = self.inference_scheduler
         scheduler.set_timesteps(num_inference_steps or self.config.num_inference_steps)

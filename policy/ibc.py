@@ -37,18 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Policy, PolicyConfigBase
-from .nets.vision import ObservationEncoder
 
 
 @dataclass
 class IBCConfig(PolicyConfigBase):
-    """Everything needed to build an IBCPolicy. Defaults are the Diffusion Policy paper's Push-T IBC settings.
+    """Everything needed to build an IBCPolicy. Defaults are the Diffusion Policy paper's Push-T IBC settings."""
 
-    ``obs_shapes`` maps each observation key to its per-step shape ((H, W, 3) for cameras).
-    """
-
-    obs_shapes: dict[str, tuple[int, ...]]
-    action_dim: int
 
     # Horizons: the energy sees To observations and the Ta executed actions (window entries To-1..To-1+Ta-1).
     horizon: int = 2
@@ -70,12 +64,6 @@ class IBCConfig(PolicyConfigBase):
     inference_noise_scale: float = 0.33  # std of the resampling noise at iteration 0 (normalized units)
     inference_noise_shrink: float = 0.5  # noise std *= this after every iteration
 
-    # Vision (image keys only); same encoder as Diffusion Policy
-    crop_shape: tuple[int, int] | None = (84, 84)
-    image_feature_dim: int = 64
-    spatial_softmax_keypoints: int = 32
-    vision_base_channels: int = 64
-
     # Optimizer (the reference's IBC workspace: AdamW as for Diffusion Policy, cosine schedule, 500 warmup)
     optimizer_lr: float = 1e-4
     optimizer_betas: tuple[float, float] = (0.95, 0.999)
@@ -84,9 +72,6 @@ class IBCConfig(PolicyConfigBase):
     lr_warmup_steps: int = 500
 
     def __post_init__(self):
-        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
-        self.crop_shape = tuple(self.crop_shape) if self.crop_shape is not None else None
-        self.optimizer_betas = tuple(self.optimizer_betas)
         self.check_common()
         if self.hidden_dim < 1 or self.n_hidden_layers < 1:
             raise ValueError("hidden_dim and n_hidden_layers must be positive")
@@ -150,20 +135,11 @@ def derivative_free_optimize(logits_fn: Callable[[Tensor], Tensor], low: Tensor,
 class IBCPolicy(Policy):
     """Implicit BC with an MLP energy model, InfoNCE training and derivative-free inference (module docstring).
 
-    Args:
-        config: an IBCConfig.
-        normalizer: an nn.Module with normalize(key, x) / unnormalize(key, x), fitted for every key of
-            ``config.obs_shapes`` and "action". Registered, so it is saved with the policy.
+    Built from a IBCConfig and a fitted normalizer (see ``Policy.__init__``).
     """
 
     def __init__(self, config: IBCConfig, normalizer: nn.Module):
-        super().__init__()
-        self.config = config
-        self.normalizer = normalizer
-        self.obs_encoder = ObservationEncoder(
-            config.obs_shapes, config.crop_shape, config.image_feature_dim, config.spatial_softmax_keypoints,
-            config.vision_base_channels,
-        )
+        super().__init__(config, normalizer)
         self.energy = EnergyMLP(config.obs_horizon * self.obs_encoder.feature_dim,
                                 config.action_horizon * config.action_dim, config.hidden_dim,
                                 config.n_hidden_layers, config.dropout)
@@ -171,8 +147,7 @@ class IBCPolicy(Policy):
     # ----------------------------------------------------------------------------------------- helpers
     def _obs_features(self, obs: dict[str, Tensor], last: bool) -> Tensor:
         """Raw obs {key: (B, >=To, ...)} -> flattened features (B, To * F) (see Policy.obs_window)."""
-        window = self.obs_window(obs, last)
-        return self.obs_encoder({k: self.normalizer.normalize(k, x) for k, x in window.items()}, flatten=True)
+        return self.encode_obs(self.obs_window(obs, last), flatten=True)
 
     def logits(self, features: Tensor, candidates: Tensor) -> Tensor:
         """features (B, To*F), candidates (B, N, Ta, Da) normalized -> logits = -energy (B, N)."""
@@ -227,10 +202,4 @@ class IBCPolicy(Policy):
                                         cfg.inference_n_samples, cfg.inference_n_iters, cfg.inference_noise_scale,
                                         cfg.inference_noise_shrink, generator)
         return self.normalizer.unnormalize("action", best)
-
-    # ------------------------------------------------------------------------------------------ optimizer
-    def get_optimizer_groups(self) -> list[dict]:
-        """One AdamW group, every trainable parameter, weight decay ``optimizer_weight_decay`` (1e-6)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "weight_decay": self.config.optimizer_weight_decay}]
 

@@ -35,20 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Policy, PolicyConfigBase
-from .nets.vision import ObservationEncoder
 
 STD_ACTIVATIONS = ("softplus", "exp")
 
 
 @dataclass
 class LSTMGMMConfig(PolicyConfigBase):
-    """Everything needed to build an LSTMGMMPolicy. Defaults are robomimic's BC-RNN-GMM (as the paper ran it).
+    """Everything needed to build an LSTMGMMPolicy. Defaults are robomimic's BC-RNN-GMM (as the paper ran it)."""
 
-    ``obs_shapes`` maps each observation key to its per-step shape ((H, W, 3) for cameras).
-    """
-
-    obs_shapes: dict[str, tuple[int, ...]]
-    action_dim: int
 
     # Horizons: training sequences of `horizon` steps with one observation per step (obs_horizon = horizon);
     # one action per call at run time (action_horizon = 1).
@@ -66,12 +60,6 @@ class LSTMGMMConfig(PolicyConfigBase):
     gmm_tanh_means: bool = True  # squash the means to [-1, 1] (robomimic does when use_tanh is off)
     gmm_low_noise_eval: bool = True  # eval mode: std 1e-4 for every mode
 
-    # Vision (image keys only); same encoder as Diffusion Policy
-    crop_shape: tuple[int, int] | None = (84, 84)
-    image_feature_dim: int = 64
-    spatial_softmax_keypoints: int = 32
-    vision_base_channels: int = 64
-
     # Optimizer: robomimic uses Adam, lr 1e-4, no weight decay, constant learning rate
     optimizer_lr: float = 1e-4
     optimizer_betas: tuple[float, float] = (0.9, 0.999)
@@ -80,10 +68,7 @@ class LSTMGMMConfig(PolicyConfigBase):
     lr_warmup_steps: int = 0  # robomimic has no warmup (and a constant lr: the trainer's cosine decay is extra)
 
     def __post_init__(self):
-        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
         self.actor_layer_dims = tuple(int(d) for d in self.actor_layer_dims)
-        self.crop_shape = tuple(self.crop_shape) if self.crop_shape is not None else None
-        self.optimizer_betas = tuple(self.optimizer_betas)
         if self.obs_horizon is None:
             self.obs_horizon = self.horizon
         if self.obs_horizon != self.horizon:
@@ -108,20 +93,11 @@ class LSTMGMMConfig(PolicyConfigBase):
 class LSTMGMMPolicy(Policy):
     """BC-RNN with a GMM head (robomimic), stateful at run time; see the module docstring.
 
-    Args:
-        config: an LSTMGMMConfig.
-        normalizer: an nn.Module with normalize(key, x) / unnormalize(key, x), fitted for every key of
-            ``config.obs_shapes`` and "action". Registered, so it is saved with the policy.
+    Built from a LSTMGMMConfig and a fitted normalizer (see ``Policy.__init__``).
     """
 
     def __init__(self, config: LSTMGMMConfig, normalizer: nn.Module):
-        super().__init__()
-        self.config = config
-        self.normalizer = normalizer
-        self.obs_encoder = ObservationEncoder(
-            config.obs_shapes, config.crop_shape, config.image_feature_dim, config.spatial_softmax_keypoints,
-            config.vision_base_channels,
-        )
+        super().__init__(config, normalizer)
         self.rnn = nn.LSTM(self.obs_encoder.feature_dim, config.rnn_hidden_dim, config.rnn_num_layers,
                            batch_first=True)
         layers, width = [], config.rnn_hidden_dim
@@ -137,16 +113,6 @@ class LSTMGMMPolicy(Policy):
         self._steps_since_reset = 0  # the state restarts every `horizon` steps (robomimic's rnn_horizon)
 
     # ------------------------------------------------------------------------------------------ network
-    def _check_obs(self, obs: dict[str, Tensor]) -> None:
-        for key in self.config.obs_shapes:
-            if key not in obs:
-                raise KeyError(f"observation {key!r} missing; got keys {sorted(obs)}")
-
-    def _features(self, obs: dict[str, Tensor]) -> Tensor:
-        """Raw obs {key: (B, T, ...)} -> per-step features (B, T, F)."""
-        normalized = {key: self.normalizer.normalize(key, obs[key]) for key in self.config.obs_shapes}
-        return self.obs_encoder(normalized, flatten=False)
-
     def gmm_params(self, features: Tensor, hidden: tuple[Tensor, Tensor] | None = None
                    ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
         """Features (B, T, F) -> means (B, T, K, Da), stds (B, T, K, Da), logits (B, T, K), new hidden state.
@@ -191,13 +157,13 @@ class LSTMGMMPolicy(Policy):
         action = batch["action"]
         if action.shape[1:] != (cfg.horizon, cfg.action_dim):
             raise ValueError(f"action has shape {tuple(action.shape)}, expected (B, {cfg.horizon}, {cfg.action_dim})")
-        self._check_obs(batch["obs"])
+        self.check_obs_keys(batch["obs"])
         obs = {k: batch["obs"][k] for k in cfg.obs_shapes}
         steps = next(iter(obs.values())).shape[1]
         if steps != cfg.horizon:
             raise ValueError(f"LSTM-GMM trains on one observation per action step: obs have {steps} steps, "
                              f"actions {cfg.horizon} (build the windows with obs_horizon = horizon = {cfg.horizon})")
-        means, stds, logits, _ = self.gmm_params(self._features(obs))
+        means, stds, logits, _ = self.gmm_params(self.encode_obs(obs, flatten=False))
         target = self.normalizer.normalize("action", action).float()
         log_prob = self.gmm_log_prob(means, stds, logits, target)  # (B, T)
         return {"loss": -log_prob.mean()}
@@ -215,9 +181,9 @@ class LSTMGMMPolicy(Policy):
         Only the latest observation (obs[:, -1]) is used; the LSTM state carries over from the previous call
         until ``reset()``. Call ``.eval()`` first (center crops, low-noise GMM sampling).
         """
-        self._check_obs(obs)
+        self.check_obs_keys(obs)
         latest = {k: obs[k][:, -1:] for k in self.config.obs_shapes}
-        features = self._features(latest)  # (B, 1, F)
+        features = self.encode_obs(latest, flatten=False)  # (B, 1, F)
         batch = features.shape[0]
         if self._hidden is not None and self._hidden[0].shape[1] != batch:
             raise ValueError(f"predict_action got a batch of {batch} but the LSTM state holds "
@@ -229,10 +195,4 @@ class LSTMGMMPolicy(Policy):
         self._hidden = tuple(h.detach() for h in hidden)
         action = self.gmm_sample(means[:, 0], stds[:, 0], logits[:, 0], generator)  # (B, Da)
         return self.normalizer.unnormalize("action", action).unsqueeze(1)
-
-    # ------------------------------------------------------------------------------------------ optimizer
-    def get_optimizer_groups(self) -> list[dict]:
-        """One AdamW group, every trainable parameter, weight decay ``optimizer_weight_decay`` (0: Adam)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "weight_decay": self.config.optimizer_weight_decay}]
 

@@ -192,7 +192,7 @@ def test_lstm_gmm_stateful_rollout_equals_the_sequence_forward():
     """Step-by-step calls with a carried state give the same GMM as running the whole sequence at once."""
     batch = make_batch(batch=2)
     policy = make_lstm(batch=batch, gmm_low_noise_eval=False).eval()
-    features = policy._features(batch["obs"])
+    features = policy.encode_obs(batch["obs"], flatten=False)
     means, stds, logits, _ = policy.gmm_params(features)
     hidden = None
     for t in range(features.shape[1]):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import compare
+import runlib
 import train
-from datasets.pusht_demos import generate
+from demos.pusht import generate
 
 POLICIES, SEEDS, GROUP = ["diffusion_unet", "lstm_gmm"], [0, 1], "tiny_compare"
 TINY = [
@@ -43,7 +44,7 @@ def compared(demos, tmp_path_factory) -> tuple[Path, list[str]]:
 
 def evaluations(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
     """Steps, scores and success rates of a run's evaluations, straight from its checkpoint's history."""
-    history = train.load_checkpoint(run_dir / "checkpoints" / "last.pt")["history"]
+    history = runlib.load_checkpoint(run_dir / "checkpoints" / "last.pt")["history"]
     evals = [h for h in history if "eval/mean_max_reward" in h]
     return [h["step"] for h in evals], [h["eval/mean_max_reward"] for h in evals], \
         [h["eval/success_rate"] for h in evals]

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from datasets.normalizer import Normalizer
+from common import ConfigError
 from policy import EMA, POLICIES, DiffusionConfig, DiffusionPolicy, Policy, make_config, make_policy
 
 ACTION_LOW, ACTION_HIGH = 0.0, 512.0  # Push-T actions are pixel targets
@@ -207,8 +208,9 @@ def test_registry_builds_policies_by_name():
                          **TINY_TRANSFORMER)
     assert isinstance(policy, DiffusionPolicy) and policy.config.network == "transformer"
     assert policy.normalizer is normalizer
-    assert make_config("diffusion_unet", obs_shapes={"state": (5,)}, action_dim=2).network == "unet"
-    with pytest.raises(KeyError, match="unknown policy"):
+    unet = make_config("diffusion_unet", obs_shapes={"state": (5,)}, action_dim=2)
+    assert unet.network == "unet" and unet.down_dims == (64, 128, 256)  # the name's presets
+    with pytest.raises(ConfigError, match="unknown policy 'diffusion_rnn'; known policies: diffusion_unet"):
         make_policy("diffusion_rnn", normalizer, obs_shapes={"state": (5,)}, action_dim=2)
 
 

@@ -1,7 +1,7 @@
 """Replay fidelity against the published demonstrations (the levels measured with
-`python -m envs.pusht.replay --dataset ../shared/data/pusht.zip`, see README "Fidelity")."""
+`python -m demos.pusht_replay --dataset ../shared/data/pusht.zip`, see README "Fidelity")."""
 
-from envs.pusht.replay import format_summary, replay_dataset, summarize
+from demos.pusht_replay import format_summary, replay_dataset, summarize
 
 
 def test_every_demonstration_replays_to_its_recorded_states(pusht_zip):

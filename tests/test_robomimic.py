@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from datasets.replay_buffer import ReplayBuffer
-from datasets.robomimic_hdf5 import (RobomimicFormatError, abs_action_replay_error, convert, info,
+from demos.robomimic_hdf5 import (RobomimicFormatError, abs_action_replay_error, convert, info,
                                      read_env_meta)
-from envs.robomimic.demonstrator import generate
+from demos.robomimic import generate
 from envs.robomimic.env import RobomimicEnv, standard_env_meta
 from envs.robomimic.rotation import (axis_angle_to_rot6d, env_to_policy_action, policy_to_env_action,
                                      rot6d_to_axis_angle)
@@ -117,7 +117,7 @@ def test_converter_windows_match_hdf5(lift_hdf5, lift_zarr):
     with h5py.File(lift_hdf5) as f:
         demo = f["data/demo_0"]
         sample = ds[5]
-        start = 5 - 1  # window 0 starts obs_horizon - 1 = 1 step before the episode (padding, DESIGN.md section 4)
+        start = 5 - 1  # window 0 starts obs_horizon - 1 = 1 step before the episode (padding, docs/design.md section 4)
         np.testing.assert_array_equal(sample["obs"]["agentview_image"][0], demo["obs/agentview_image"][start])
         np.testing.assert_allclose(sample["action"][:4], demo["actions"][start:start + 4], rtol=1e-6)
 

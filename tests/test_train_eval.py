@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import eval as eval_script
+import runlib
 import train
-from config import ConfigError, parse_overrides, policy_config_kwargs
+from common import CheckpointError, ConfigError, DataError, TrainingError
+from config import parse_overrides, policy_config_kwargs
 from datasets import ReplayBuffer
-from datasets.pusht_demos import generate
-from policy import DiffusionConfig
+from demos.pusht import generate
 
 TINY = [
     "policy.down_dims=[8,16]", "policy.diffusion_step_embed_dim=16", "policy.kernel_size=3", "policy.n_groups=4",
@@ -39,7 +40,7 @@ def test_overrides_set_fields_and_presets():
     assert (cfg.task, cfg.training.steps, cfg.eval.n_envs, cfg.wandb.mode, cfg.seed) == \
            ("pusht_image", 7, 3, "disabled", 5)
     assert cfg.training.batch_size == 64  # the image task's preset
-    assert policy_config_kwargs(cfg, DiffusionConfig)["down_dims"] == (32, 64)
+    assert policy_config_kwargs(cfg)["down_dims"] == (32, 64)
     assert parse_overrides([]).policy_config["down_dims"] == [64, 128, 256]  # the small-UNet preset
 
 
@@ -57,9 +58,20 @@ def test_bad_overrides_name_the_key(argv, message):
         parse_overrides(argv)
 
 
-def test_unknown_policy_field_is_named():
-    with pytest.raises(ConfigError, match="policy.down_dimz"):
-        policy_config_kwargs(parse_overrides(["policy.down_dimz=[1]"]), DiffusionConfig)
+@pytest.mark.parametrize("argv, message", [
+    (["policy.down_dimz=[1]"], "unknown config key 'policy.down_dimz' for policy 'diffusion_unet'"),
+    (["policy.down_dims=many"], "policy.down_dims: expected a list"),
+    (["policy.inference_scheduler=euler"], r"policy 'diffusion_unet' on task 'pusht_keypoints' "
+                                           r"\(.*policy.inference_scheduler='euler'\): inference_scheduler must be"),
+    (["policy=lstm_gmm", "policy.obs_horizon=3"], "obs_horizon must equal horizon"),
+    (["policy=ibc", "task=pusht_image", "policy.crop_shape=[100,100]"], "larger than image 'image'"),
+    (["policy=diffusion_rnn"], "unknown policy 'diffusion_rnn'; known policies: diffusion_unet"),
+    (["task=pusht_3d"], "unknown task 'pusht_3d'; known tasks: pusht_lowdim"),
+])
+def test_policy_settings_are_checked_when_the_command_line_is_parsed(argv, message):
+    """Names, types and values of policy.* are checked by parse_overrides, before any data is read."""
+    with pytest.raises(ConfigError, match=message):
+        parse_overrides(argv)
 
 
 def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
@@ -83,11 +95,11 @@ def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_train([*common, f"output_dir={resumed}"])
     monkeypatch.setattr(train, "save_checkpoint", real_save)
-    assert train.load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == 3
+    assert runlib.load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == 3
     run_train([*common, f"output_dir={resumed}"])
 
-    a = train.load_checkpoint(straight / "checkpoints" / "last.pt")
-    b = train.load_checkpoint(resumed / "checkpoints" / "last.pt")
+    a = runlib.load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = runlib.load_checkpoint(resumed / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 6
     for key in a["policy"]:
         torch.testing.assert_close(a["policy"][key], b["policy"][key], rtol=0, atol=0, msg=key)
@@ -117,13 +129,13 @@ def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
     assert eval_script.main([f"checkpoint={ckpt}", "task=pusht_image"]) == 2
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(ckpt.read_bytes()[:2000])
-    with pytest.raises(train.TrainingError, match="truncated.pt: not a readable checkpoint"):
-        train.load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="truncated.pt: not a readable checkpoint"):
+        runlib.load_checkpoint(truncated)
     incomplete = tmp_path / "incomplete.pt"
     torch.save({"policy": {}}, incomplete)
-    with pytest.raises(train.TrainingError, match=r"incomplete.pt: checkpoint is missing keys \['config'"):
-        train.load_checkpoint(incomplete)
-    with pytest.raises(train.TrainingError, match="belongs to task 'pusht_keypoints'"):
+    with pytest.raises(CheckpointError, match=r"incomplete.pt: checkpoint is missing keys \['config'"):
+        runlib.load_checkpoint(incomplete)
+    with pytest.raises(CheckpointError, match="belongs to task 'pusht_keypoints'"):
         run_train([*common, f"output_dir={straight}", "task=pusht_lowdim", "training.steps=8"])
 
 
@@ -131,7 +143,7 @@ def test_dataset_without_the_task_keys_is_named(tmp_path):
     path = tmp_path / "state_only.zarr"
     with ReplayBuffer.create(path) as rb:
         rb.add_episode({"state": np.zeros((20, 5), np.float32), "action": np.zeros((20, 2), np.float32)})
-    with pytest.raises(KeyError, match=r"needs data keys \['keypoint', 'state', 'action'\]; missing \['keypoint'\]"):
+    with pytest.raises(DataError, match=r"needs data keys \['keypoint', 'state', 'action'\]; missing \['keypoint'\]"):
         run_train([f"dataset_path={path}", "task=pusht_keypoints", f"output_dir={tmp_path / 'out'}", *TINY])
     assert train.main([f"dataset_path={path}", f"output_dir={tmp_path / 'out'}", "wandb.mode=disabled"]) == 2
 
@@ -148,7 +160,7 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint(demos, tmp_path, monke
         return {"loss": out["loss"] * float("nan")} if calls["n"] > 4 else out
 
     monkeypatch.setattr(DiffusionPolicy, "compute_loss", nan_after_four)
-    with pytest.raises(train.TrainingError, match=r"loss is nan at step 4; stopping \(the last good checkpoint is .*last.pt"):
+    with pytest.raises(TrainingError, match=r"loss is nan at step 4; stopping \(the last good checkpoint is .*last.pt"):
         run_train([f"dataset_path={demos}", "training.steps=10", "training.checkpoint_every=2",
                    "training.eval_every=0", "training.val_every=100", "wandb.mode=disabled",
                    f"output_dir={tmp_path}", *TINY])
@@ -160,7 +172,7 @@ def test_loss_decreases_on_a_real_data_subset(pusht_zip, tmp_path):
                "training.log_every=1", "training.eval_every=0", "training.val_every=1000", "training.lr=1e-3",
                "training.warmup_steps=5", "wandb.mode=disabled", f"output_dir={summary_dir}",
                *TINY, "eval.n_episodes=1", "policy.down_dims=[32,64]", "policy.diffusion_step_embed_dim=32"])
-    history = train.load_checkpoint(summary_dir / "checkpoints" / "last.pt")["history"]
+    history = runlib.load_checkpoint(summary_dir / "checkpoints" / "last.pt")["history"]
     losses = [h["train/loss"] for h in history if "train/loss" in h]
     assert len(losses) == 80
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]), losses
@@ -173,7 +185,7 @@ def test_image_policy_trains_and_evaluates(demos, tmp_path):
                          "policy.vision_base_channels=16", "policy.spatial_softmax_keypoints=8",
                          "policy.image_feature_dim=16", "eval.n_episodes=1", "eval.max_steps=8"])
     assert summary["n_episodes"] == 1 and summary["episodes"][0]["length"] == 8
-    ckpt = train.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    ckpt = runlib.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert ckpt["policy_config"]["obs_shapes"] == {"image": (96, 96, 3), "agent_pos": (2,)}
     assert any(k.startswith("obs_encoder") for k in ckpt["policy"])  # the ResNet went into the checkpoint
 
@@ -197,7 +209,7 @@ def test_baseline_loss_decreases_on_real_data_then_evaluates(policy, pusht_zip, 
                "training.val_every=0", "training.warmup_steps=5", "training.threads=1", "wandb.mode=disabled",
                f"output_dir={out}", "eval.n_episodes=1", "eval.max_steps=4", "eval.n_videos=0",
                *BASELINE_TINY[policy]])
-    losses = [h["train/loss"] for h in train.load_checkpoint(out / "checkpoints" / "last.pt")["history"]
+    losses = [h["train/loss"] for h in runlib.load_checkpoint(out / "checkpoints" / "last.pt")["history"]
               if "train/loss" in h]
     assert len(losses) == 60
     # GMM NLL (can go negative) / InfoNCE over 33 candidates (starts at ln 33 = 3.50): both fall clearly.

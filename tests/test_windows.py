@@ -1,4 +1,4 @@
-"""Episode windows: the padding rules of DESIGN.md section 4 checked window by window on real episodes
+"""Episode windows: the padding rules of docs/design.md section 4 checked window by window on real episodes
 against a slow, obviously-correct reference; the split; the loader; errors; throughput floor."""
 
 import time

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
+from common import DataError
+
 from .compat import import_robomimic
 from .rotation import policy_to_env_action
 
@@ -59,13 +61,13 @@ def _robomimic():
 def check_env_meta(env_meta, source: str = "env_meta") -> dict:
     """Validate a robomimic env_meta dict (a clear error naming what is missing)."""
     if not isinstance(env_meta, dict):
-        raise ValueError(f"{source}: expected robomimic's env metadata (a dict), got {type(env_meta).__name__}")
+        raise DataError(f"{source}: expected robomimic's env metadata (a dict), got {type(env_meta).__name__}")
     missing = [k for k in ("env_name", "type", "env_kwargs") if k not in env_meta]
     if missing:
-        raise ValueError(f"{source}: robomimic env metadata needs keys env_name, type, env_kwargs; missing {missing}")
+        raise DataError(f"{source}: robomimic env metadata needs keys env_name, type, env_kwargs; missing {missing}")
     if env_meta["type"] != 1:
-        raise ValueError(f"{source}: env type {env_meta['type']!r} is not robosuite (1); only robosuite tasks are "
-                         "supported")
+        raise DataError(f"{source}: env type {env_meta['type']!r} is not robosuite (1); only robosuite tasks are "
+                        "supported")
     return env_meta
 
 

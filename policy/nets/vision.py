@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common import is_image_shape
+
 
 def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(channels // 16, channels)
@@ -139,11 +141,6 @@ class ImageEncoder(nn.Module):
         x = images.permute(0, 3, 1, 2)  # (N, C, H, W)
         x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
         return self.out(self.pool(self.backbone(x)))
-
-
-def is_image_shape(shape: Sequence[int]) -> bool:
-    """Image observation keys have (H, W, C) shapes; everything else is low-dim."""
-    return len(shape) == 3
 
 
 class ObservationEncoder(nn.Module):

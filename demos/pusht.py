@@ -1,10 +1,10 @@
 """Push-T demonstrations recorded into a replay buffer with the published data's keys.
 
     # N seeded demonstrations from the scripted demonstrator (no human, no download)
-    python -m datasets.pusht_demos generate --episodes 200 --output data/pusht_scripted.zarr
+    python -m demos.pusht --episodes 200 --output data/pusht_scripted.zarr
 
-    # a person pushes the T with the mouse (as Diffusion Policy's demo_pusht.py)
-    python -m datasets.pusht_demos teleop --output data/pusht_human.zarr
+    # a person pushes the T with the mouse (as Diffusion Policy's demo_pusht.py): demos/pusht_teleop.py
+    python -m demos.pusht_teleop --output data/pusht_human.zarr
 
 Each step stores what was observed before the action, as in the published `pusht_cchi_v7_replay.zarr`:
     img (T, 96, 96, 3) uint8   state (T, 5) f32   keypoint (T, 9, 2) f32   action (T, 2) f32   n_contacts (T, 1) f32
@@ -24,7 +24,8 @@ from tqdm import tqdm
 from envs.pusht import PushTEnv
 from envs.pusht.demonstrator import PushTDemonstrator
 
-from .replay_buffer import ReplayBuffer
+from common import run_cli
+from datasets import ReplayBuffer
 
 
 class EpisodeRecorder:
@@ -90,31 +91,23 @@ def generate(output: str | Path, n_episodes: int, first_seed: int = 0, workers: 
     return {"output": str(output), "episodes": saved, "failed_seeds": failed, "last_seed": seed - 1}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="record scripted demonstrations")
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> None:
+    g = argparse.ArgumentParser(description="Record scripted Push-T demonstrations into a replay buffer.")
     g.add_argument("--output", required=True, help="replay buffer to create (.zarr directory or .zip)")
     g.add_argument("--episodes", type=int, default=200)
     g.add_argument("--first-seed", type=int, default=0, help="seeds first..: keep them apart from 100000.. (eval)")
     g.add_argument("--workers", type=int, default=None)
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--keep-failures", action="store_true")
-    t = sub.add_parser("teleop", help="record demonstrations with the mouse (pygame window)")
-    t.add_argument("--output", required=True, help="replay buffer to create or append to (.zarr directory)")
-    t.add_argument("--first-seed", type=int, default=None, help="default: continue after the buffer's episodes")
-    args = parser.parse_args(argv)
-
-    if args.command == "generate":
-        result = generate(args.output, args.episodes, args.first_seed, args.workers, args.overwrite,
-                          args.keep_failures)
-        print(f"saved {result['episodes']} episodes to {result['output']}; "
-              f"failed seeds skipped: {result['failed_seeds'] or 'none'}")
-    else:
-        from .pusht_teleop import run_teleop
-
-        run_teleop(args.output, first_seed=args.first_seed)
+    args = g.parse_args(argv)
+    result = generate(args.output, args.episodes, args.first_seed, args.workers, args.overwrite, args.keep_failures)
+    print(f"saved {result['episodes']} episodes to {result['output']}; "
+          f"failed seeds skipped: {result['failed_seeds'] or 'none'}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

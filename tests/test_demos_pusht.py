@@ -5,8 +5,8 @@ import pygame
 import pytest
 
 from datasets import ReplayBuffer
-from datasets.pusht_demos import generate, scripted_episode
-from datasets.pusht_teleop import TeleopSession
+from demos.pusht import generate, scripted_episode
+from demos.pusht_teleop import TeleopSession
 from envs.pusht import PushTEnv
 from envs.pusht.demonstrator import PushTDemonstrator
 

@@ -19,8 +19,8 @@ recorded action; the goal pose it computes is the absolute action (position, rot
 arm, envs/robomimic/rotation.py). `abs_action_replay_error` measures how closely those actions, executed
 open-loop by the absolute controller, reproduce the recorded trajectory.
 
-    python -m datasets.robomimic_hdf5 convert lift/ph/low_dim_v141.hdf5 lift.zarr [--abs-action]
-    python -m datasets.robomimic_hdf5 info lift/ph/low_dim_v141.hdf5
+    python -m demos.robomimic_hdf5 convert lift/ph/low_dim_v141.hdf5 lift.zarr [--abs-action]
+    python -m demos.robomimic_hdf5 info lift/ph/low_dim_v141.hdf5
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .replay_buffer import ReplayBuffer
+from common import DataError, run_cli
+from datasets import ReplayBuffer
 
 
-class RobomimicFormatError(ValueError):
+class RobomimicFormatError(DataError):
     """The file is not a robomimic dataset, or lacks what is asked of it; the message names file and key."""
 
 
@@ -252,7 +253,11 @@ def convert(src: str | Path, out: str | Path, obs_keys: Sequence[str] | None = N
             "env_name": env_meta["env_name"]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="robomimic hdf5 -> zarr replay buffer")
@@ -274,4 +279,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Record Push-T demonstrations by hand: push the T with the mouse in a pygame window.
 
-    python -m datasets.pusht_demos teleop --output data/pusht_human.zarr
+    python -m demos.pusht_teleop --output data/pusht_human.zarr [--first-seed N]
 
 As Diffusion Policy's `demo_pusht.py`: move the mouse onto the blue agent to take control, then push the T
 onto the green goal. An episode ends, and is appended to the replay buffer, when the T covers the goal
@@ -19,10 +19,10 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np  # noqa: E402
 import pygame  # noqa: E402
 
+from datasets import ReplayBuffer  # noqa: E402
 from envs.pusht import PushTEnv  # noqa: E402
 
-from .pusht_demos import EpisodeRecorder  # noqa: E402
-from .replay_buffer import ReplayBuffer  # noqa: E402
+from .pusht import EpisodeRecorder  # noqa: E402
 
 TAKE_CONTROL_RADIUS = 30.0  # the mouse must come this close to the agent to start pushing
 
@@ -112,3 +112,17 @@ def run_teleop(output: str | Path, first_seed: int | None = None) -> int:
         pygame.quit()
     print(f"{session.saved_episodes} episodes saved to {output} ({session.buffer.n_episodes} in total)")
     return session.saved_episodes
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Record Push-T demonstrations with the mouse (pygame window).")
+    parser.add_argument("--output", required=True, help="replay buffer to create or append to (.zarr directory)")
+    parser.add_argument("--first-seed", type=int, default=None, help="default: continue after the buffer's episodes")
+    args = parser.parse_args(argv)
+    run_teleop(args.output, first_seed=args.first_seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Replay recorded Push-T demonstrations in the simulation and measure how closely it reproduces them.
 
-    python -m envs.pusht.replay --dataset ../shared/data/pusht.zip [--episodes 20] [--no-images]
+    python -m demos.pusht_replay --dataset ../shared/data/pusht.zip [--episodes 20] [--no-images]
 
 Each episode starts from its first recorded state (`reset_to_state`), then its recorded actions are applied
 one by one; after every step the simulated state is compared with the next recorded state, and the
@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from .env import PushTEnv
+from common import DataError, run_cli
+from datasets import ReplayBuffer
+from envs.pusht import PushTEnv
 
 
 @dataclass
@@ -117,13 +119,11 @@ def format_summary(s: dict) -> str:
 
 def replay_dataset(path: str, episodes: int | None = None, images: bool = True, progress: bool = True):
     """Replay the first `episodes` (all by default) episodes of a Push-T replay buffer."""
-    from datasets import ReplayBuffer
-
     rb = ReplayBuffer.open(path)
     keys = ["state", "action"] + (["img"] if images else [])
     missing = [k for k in keys if k not in rb.keys]
     if missing:
-        raise KeyError(f"{path}: replay needs data keys {keys}; missing {missing} (has {rb.keys})")
+        raise DataError(f"{path}: replay needs data keys {keys}; missing {missing} (has {rb.keys})")
     n = rb.n_episodes if episodes is None else min(episodes, rb.n_episodes)
     env = PushTEnv(obs_type="image" if images else "state", max_episode_steps=None)
     results = [
@@ -134,6 +134,10 @@ def replay_dataset(path: str, episodes: int | None = None, images: bool = True, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="Push-T replay buffer (.zip or .zarr directory)")
     parser.add_argument("--episodes", type=int, default=None, help="replay only the first N episodes")

@@ -1,0 +1,12 @@
+"""What every package of the project shares and nothing else: the error classes with the command-line wrapper
+that prints them, and the rule that tells image observations from low-dim ones.
+
+This package imports nothing from the project, so `envs/`, `datasets/`, `policy/` and the entry points can all
+depend on it without depending on each other.
+"""
+
+from .errors import CheckpointError, ConfigError, DataError, StackError, TrainingError, run_cli
+from .observations import is_image_shape
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "StackError", "TrainingError", "is_image_shape",
+           "run_cli"]

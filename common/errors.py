@@ -1,0 +1,44 @@
+"""The project's errors for bad input, and the command-line wrapper that turns them into one line. Every one derives from `StackError`; the command-line entry points
+(train.py, eval.py, compare.py, the `python -m` tools) print its message on one line and exit with status 2,
+so a message must name the file, key or value at fault and say what was expected.
+
+The subclasses also derive from the built-in class that code catching them before expects (ValueError,
+RuntimeError), so `except ValueError` keeps working.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class StackError(Exception):
+    """Base class: bad input named in the message (a file, key or value, and what was expected)."""
+
+
+class ConfigError(StackError, ValueError):
+    """A bad command-line override or configuration value: the message names the key."""
+
+
+class DataError(StackError, ValueError):
+    """A dataset that cannot be used: unreadable, malformed, or not what the task needs (file and key named)."""
+
+
+class CheckpointError(StackError, ValueError):
+    """A checkpoint that cannot be used: unreadable, incomplete, or of another task, policy or network."""
+
+
+class TrainingError(StackError, RuntimeError):
+    """A run that cannot go on (e.g. a non-finite loss): the message says where and what was kept."""
+
+
+def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """Run `command(argv)` (default argv: the process's arguments) and return its exit status: the command's own
+    if it returns an int, else 0. Bad input (any StackError, or a file that does not exist) prints one line,
+    `error: <message>`, and returns 2. Anything else is a bug and keeps its traceback."""
+    try:
+        status = command(sys.argv[1:] if argv is None else argv)
+    except (StackError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return status if isinstance(status, int) else 0

@@ -1,0 +1,180 @@
+"""What the entry points (train.py, eval.py, compare.py, bench/) share about a run: its checkpoints, device,
+random state, W&B run and closed-loop evaluation. (The error classes and the command-line wrapper that prints
+them, `run_cli`, are in `common`, which the packages use too.)
+
+    from runlib import load_checkpoint, policy_from_checkpoint
+    ckpt = load_checkpoint("outputs/<run>/checkpoints/last.pt")
+    policy = policy_from_checkpoint(ckpt, "outputs/<run>/checkpoints/last.pt")   # EMA weights, eval mode
+
+A checkpoint is a dict written by train.py with torch.save: "config" (Config.to_dict()), "task", "task_spec",
+"policy_name", "policy_config", "policy" (weights), "ema", "optimizer", "lr_scheduler", "step", "best_score",
+"history", "rng", "wandb_run_id", "dataset", "normalizer_stats", "code_version".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import CheckpointError, ConfigError
+from datasets import Normalizer
+from envs.rollout import evaluate
+from policy import POLICIES, make_policy
+
+REPO = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------- device, version
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto": CUDA, then Apple's MPS, then the CPU; any other name is a torch device ("cpu", "cuda:1")."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as e:
+            raise ConfigError(f"device={name!r} is not a torch device (e.g. auto, cpu, cuda, cuda:1): {e}") from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r}: CUDA is not available on this machine (use device=auto or cpu)")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def code_version() -> str:
+    """`git describe` of the checkout, saved with every run ("unknown" outside git)."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+CHECKPOINT_KEYS = ("config", "task", "policy_name", "policy_config", "policy", "step")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint, stopping with a message naming the file if it is missing, truncated or incomplete."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated zip, unpickling garbage, ...
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: {e}") \
+            from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this project (got a {type(ckpt).__name__})")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint is missing keys {missing}")
+    return ckpt
+
+
+def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, config_overrides: dict | None = None):
+    """The policy a checkpoint holds (its EMA weights when it has them), in eval mode, on the CPU.
+
+    `config_overrides` change policy config fields that hold no weights (e.g. the inference scheduler).
+    """
+    if ckpt["policy_name"] not in POLICIES:
+        raise CheckpointError(f"{path}: unknown policy {ckpt['policy_name']!r}; known policies: {', '.join(POLICIES)}")
+    try:
+        policy = make_policy(ckpt["policy_name"], Normalizer(), **{**ckpt["policy_config"], **(config_overrides or {})})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build policy {ckpt['policy_name']!r} from its saved config"
+                              f"{' with ' + str(config_overrides) if config_overrides else ''}: {e}") from e
+    weights = ckpt["ema"]["averaged"] if use_ema and ckpt.get("ema") else ckpt["policy"]
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit policy {ckpt['policy_name']!r}: {e}") from e
+    return policy.eval()
+
+
+# ---------------------------------------------------------------------------------------------- random state
+
+
+def rng_state() -> dict:
+    """Python's, NumPy's and torch's random states (CUDA's too when there is one), for exact resumes."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    # A checkpoint loaded with map_location=<cuda> carries its CPU state on the GPU; torch wants it on the CPU.
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- W&B
+
+
+def start_wandb(cfg, output_dir: Path, run_info: dict, run_id: str):
+    """A W&B run for `cfg` (config.Config) in `output_dir`/wandb: offline by default, online on request."""
+    if cfg.wandb.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(
+        mode=cfg.wandb.mode, project=cfg.wandb.project, entity=cfg.wandb.entity, group=cfg.wandb.group,
+        name=cfg.wandb.name or output_dir.name, tags=cfg.wandb.tags, dir=str(output_dir), id=run_id,
+        resume="allow", config={**cfg.to_dict(), **run_info},
+    )
+
+
+def log_video(run, path: str | Path, step: int | None = None) -> None:
+    """An evaluation video into the W&B run."""
+    import wandb
+
+    run.log({"eval/video": wandb.Video(str(path), format="mp4")}, step=step)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def run_evaluation(policy, task, cfg, device, output_dir: Path, tag: str) -> dict:
+    """Closed-loop evaluation with the `eval.*` settings of `cfg` (train.py during training, eval.py on a
+    checkpoint); videos go to output_dir/videos/<tag>. Returns envs.rollout.evaluate's summary."""
+    return evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
+                    device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,
+                    video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)
+
+
+def score_line(result: dict) -> str:
+    """One line a person reads: the score and success rate with their 95% intervals."""
+    lo, hi = result["mean_max_reward_ci95"]
+    slo, shi = result["success_rate_ci95"]
+    return (f"mean max reward {result['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), success rate "
+            f"{result['success_rate']:.2f} (95% CI {slo:.2f}..{shi:.2f}) over {result['n_episodes']} episodes")
