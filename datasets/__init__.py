@@ -1,4 +1,5 @@
-"""Demonstration data: the zarr replay buffer, episode windows, normalization, converters, demo generators."""
+"""Demonstration data: the zarr replay buffer, episode windows and their sampler, normalization, download and
+inspection. (Producing demonstrations, from simulations or robomimic files, is `demos/`.)"""
 
 from .normalizer import Normalizer
 from .replay_buffer import MissingKeyError, ReplayBuffer, ReplayBufferError

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common import DataError
+
 
 @dataclass(frozen=True)
 class Published:
@@ -40,7 +42,7 @@ PUBLISHED = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(DataError, RuntimeError):
     """A download or copy that failed, or whose checksum does not match; the message says which file."""
 
 

@@ -5,7 +5,7 @@ build them from a replay buffer's arrays (training) and from the environment's o
 that the two always agree. `train.py` and `eval.py` pick a task by name (`task=pusht_image`, `task=lift_lowdim`).
 
 The robomimic tasks are built from their dataset: `task.for_dataset(rb.attrs, path)` adds the dataset's
-environment metadata (robomimic's env_args, stored by `datasets.robomimic_hdf5.convert`) and its action kind
+environment metadata (robomimic's env_args, stored by `demos.robomimic_hdf5.convert`) and its action kind
 (relative: 7 per arm; absolute: 10 per arm); checkpoints keep that (`task.spec()`, `task.with_spec(spec)`).
 
     task = get_task("pusht_keypoints")
@@ -84,7 +84,7 @@ class Task:
         meta = attrs.get("env_meta")
         if meta is None:
             raise DataError(f"{source}: no 'env_meta' attribute; task {self.name!r} needs a replay buffer written by "
-                             "`python -m datasets.robomimic_hdf5 convert` (it stores the hdf5's env_args)")
+                             "`python -m demos.robomimic_hdf5 convert` (it stores the hdf5's env_args)")
         if meta.get("env_name") != self.robomimic_env:
             raise DataError(f"{source}: the dataset is for robosuite env {meta.get('env_name')!r}; task "
                              f"{self.name!r} is {self.robomimic_env!r}")

@@ -4,7 +4,7 @@
     env = RobomimicEnv(env_meta, obs_keys=["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"])
     env = gymnasium.make("Robomimic-v0", env_meta=env_meta, obs_keys=[...])   # registered on import
 
-`env_meta` is a robomimic dataset's `data.attrs["env_args"]` (datasets.robomimic_hdf5.read_env_meta). robosuite
+`env_meta` is a robomimic dataset's `data.attrs["env_args"]` (demos.robomimic_hdf5.read_env_meta). robosuite
 and robomimic are imported when an environment is created, not on import of this package.
 """
 
