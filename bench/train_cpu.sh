@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU training benchmark (issue: Diffusion Policy on real Push-T state data, at most 45 minutes on 2 cores).
+# CPU training benchmark: Diffusion Policy and the baselines on real Push-T state data, within ~45 minutes on 2 cores.
 # Usage: bash bench/train_cpu.sh unet|transformer|lstm_gmm|ibc [PUSHT_ZIP]
 #        bash bench/train_cpu.sh lift [LIFT_ZARR]   (robomimic Lift, low-dim, scripted demonstrations: see README)
 # Extra key=value arguments go to train.py after these (e.g. training.threads=1); PYTHON picks the interpreter.
