@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
-from common import DataError
+from common import DataError, is_image_shape
 
 from .compat import import_robomimic
 from .rotation import policy_to_env_action
@@ -101,6 +101,7 @@ class RobomimicEnv(gym.Env):
         check_env_meta(env_meta)
         self.env_meta = copy.deepcopy(env_meta)
         self.obs_keys = list(obs_keys)
+        # robomimic names a camera's observation `<camera>_image`: the name says which cameras to render.
         self.cameras = [k[: -len("_image")] for k in self.obs_keys if k.endswith("_image")]
         self.abs_action = abs_action
         self.render_size, self.render_camera = render_size, render_camera
@@ -126,10 +127,10 @@ class RobomimicEnv(gym.Env):
         obs = self._select(self._env.get_observation())
         missing = [k for k in self.obs_keys if k not in obs]
         if missing:
-            raise KeyError(f"{self.env_meta['env_name']}: observation keys {missing} do not exist; the environment "
-                           f"has {sorted(self._env.get_observation())}")
+            raise DataError(f"{self.env_meta['env_name']}: observation keys {missing} do not exist; the environment "
+                            f"has {sorted(self._env.get_observation())}")
         self.observation_space = gym.spaces.Dict({
-            k: gym.spaces.Box(0, 255, v.shape, np.uint8) if k.endswith("_image")
+            k: gym.spaces.Box(0, 255, v.shape, np.uint8) if is_image_shape(v.shape)
             else gym.spaces.Box(-np.inf, np.inf, v.shape, np.float32) for k, v in obs.items()})
         dim = (10 if abs_action else 7) * self.n_arms
         low = -np.inf if abs_action else -1.0
@@ -170,7 +171,7 @@ class RobomimicEnv(gym.Env):
     # ---------------------------------------------------------------- gymnasium API
 
     def _select(self, obs: dict) -> dict:
-        return {k: (obs[k] if k.endswith("_image") else np.asarray(obs[k], np.float32))
+        return {k: (obs[k] if is_image_shape(np.shape(obs[k])) else np.asarray(obs[k], np.float32))
                 for k in self.obs_keys if k in obs}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
