@@ -10,43 +10,23 @@ from policy import (POLICIES, IBCConfig, IBCPolicy, LSTMGMMConfig, LSTMGMMPolicy
                     make_policy)
 from policy.ibc import derivative_free_optimize
 
-ACTION_LOW, ACTION_HIGH = 0.0, 512.0
+from conftest import ACTION_HIGH, ACTION_LOW, TINY_VISION, make_batch, make_normalizer, obs_shapes
+
 TINY_LSTM = dict(rnn_hidden_dim=32, rnn_num_layers=2)
 TINY_IBC = dict(hidden_dim=64, n_hidden_layers=3, train_n_negatives=32, inference_n_samples=128, dropout=0.0)
-TINY_VISION = dict(crop_shape=(40, 40), image_feature_dim=16, spatial_softmax_keypoints=8, vision_base_channels=16)
-
-
-def make_batch(batch=8, horizon=10, obs_horizon=10, image=False, seed=0):
-    """Push-T-like windows: state (5,) per step, the action moves from the agent towards the block."""
-    g = torch.Generator().manual_seed(seed)
-    state = torch.rand(batch, obs_horizon, 5, generator=g) * torch.tensor([512, 512, 512, 512, 2 * np.pi])
-    action = state[:, :1, 0:2] + (state[:, :1, 2:4] - state[:, :1, 0:2]) * torch.linspace(0, 1, horizon)[None, :, None]
-    obs = {"state": state}
-    if image:
-        obs["img"] = torch.randint(0, 256, (batch, obs_horizon, 48, 48, 3), generator=g, dtype=torch.uint8)
-    return {"obs": obs, "action": action.float()}
-
-
-def make_normalizer(batch, image=False):
-    data = {"state": batch["obs"]["state"].reshape(-1, 5).numpy(),
-            "action": np.concatenate([batch["action"].reshape(-1, 2).numpy(),
-                                      [[ACTION_LOW, ACTION_LOW], [ACTION_HIGH, ACTION_HIGH]]])}
-    return Normalizer.fit(data, image_keys=("img",) if image else ())
-
-
-def obs_shapes(image=False):
-    return {"state": (5,), **({"img": (48, 48, 3)} if image else {})}
+LSTM_HORIZONS = dict(horizon=10, obs_horizon=10)  # LSTMGMMConfig's defaults (robomimic's BC-RNN)
+IBC_HORIZONS = dict(horizon=2, obs_horizon=2)  # IBCConfig's defaults
 
 
 def make_lstm(image=False, batch=None, **overrides):
-    batch = batch or make_batch(image=image)
+    batch = batch or make_batch(**LSTM_HORIZONS, image=image)
     cfg = LSTMGMMConfig(obs_shapes=obs_shapes(image), action_dim=2, **{**TINY_LSTM, **(TINY_VISION if image else {}),
                                                                        **overrides})
     return LSTMGMMPolicy(cfg, make_normalizer(batch, image))
 
 
 def make_ibc(image=False, batch=None, **overrides):
-    batch = batch or make_batch(horizon=2, obs_horizon=2, image=image)
+    batch = batch or make_batch(**IBC_HORIZONS, image=image)
     cfg = IBCConfig(obs_shapes=obs_shapes(image), action_dim=2, **{**TINY_IBC, **(TINY_VISION if image else {}),
                                                                    **overrides})
     return IBCPolicy(cfg, make_normalizer(batch, image))
@@ -94,7 +74,7 @@ def test_ibc_defaults_are_the_papers():
 
 def test_registry_and_interface():
     assert {"lstm_gmm", "ibc"} <= set(POLICIES)
-    batch = make_batch()
+    batch = make_batch(**LSTM_HORIZONS)
     norm = make_normalizer(batch)
     for name, cls in (("lstm_gmm", LSTMGMMPolicy), ("ibc", IBCPolicy)):
         policy = make_policy(name, norm, obs_shapes={"state": (5,)}, action_dim=2)
@@ -130,7 +110,7 @@ def test_window_dataset_gives_what_the_policy_needs(name):
 
 # ------------------------------------------------------------------------------------------------ LSTM
 def test_lstm_gmm_loss_decreases_on_a_fixed_batch():
-    batch = make_batch()
+    batch = make_batch(**LSTM_HORIZONS)
     policy = make_lstm(batch=batch)
     losses = train(policy, batch, 80)
     assert np.isfinite(losses).all()
@@ -139,7 +119,7 @@ def test_lstm_gmm_loss_decreases_on_a_fixed_batch():
 
 @pytest.mark.parametrize("image", [False, True])
 def test_lstm_gmm_predict_action_shape_and_range(image):
-    batch = make_batch(batch=3, image=image)
+    batch = make_batch(batch=3, **LSTM_HORIZONS, image=image)
     policy = make_lstm(image=image, batch=batch).eval()
     loss = policy.compute_loss(batch)["loss"]
     assert torch.isfinite(loss)
@@ -152,7 +132,7 @@ def test_lstm_gmm_predict_action_shape_and_range(image):
 
 
 def test_lstm_gmm_hidden_state_carries_over_until_reset():
-    batch = make_batch(batch=4)
+    batch = make_batch(batch=4, **LSTM_HORIZONS)
     policy = make_lstm(batch=batch)
     train(policy, batch, 5)  # not at initialization: make the LSTM state matter
     policy.eval()
@@ -175,7 +155,7 @@ def test_lstm_gmm_hidden_state_carries_over_until_reset():
 
 def test_lstm_gmm_state_restarts_every_horizon_steps():
     """robomimic's rollout: the LSTM state restarts from zeros every `horizon` (10) steps, as in training."""
-    batch = make_batch(batch=2)
+    batch = make_batch(batch=2, **LSTM_HORIZONS)
     policy = make_lstm(batch=batch)
     train(policy, batch, 5)
     policy.eval()
@@ -190,7 +170,7 @@ def test_lstm_gmm_state_restarts_every_horizon_steps():
 
 def test_lstm_gmm_stateful_rollout_equals_the_sequence_forward():
     """Step-by-step calls with a carried state give the same GMM as running the whole sequence at once."""
-    batch = make_batch(batch=2)
+    batch = make_batch(batch=2, **LSTM_HORIZONS)
     policy = make_lstm(batch=batch, gmm_low_noise_eval=False).eval()
     features = policy.encode_obs(batch["obs"], flatten=False)
     means, stds, logits, _ = policy.gmm_params(features)
@@ -211,7 +191,7 @@ def test_lstm_gmm_log_prob_matches_torch_distributions():
 
 # ------------------------------------------------------------------------------------------------- IBC
 def test_ibc_loss_decreases_on_a_fixed_batch():
-    batch = make_batch(batch=16, horizon=2, obs_horizon=2)
+    batch = make_batch(batch=16, **IBC_HORIZONS)
     policy = make_ibc(batch=batch)
     losses = train(policy, batch, 80)
     assert np.isfinite(losses).all()
@@ -221,7 +201,7 @@ def test_ibc_loss_decreases_on_a_fixed_batch():
 
 @pytest.mark.parametrize("image", [False, True])
 def test_ibc_predict_action_shape_and_bounds(image):
-    batch = make_batch(batch=3, horizon=2, obs_horizon=2, image=image)
+    batch = make_batch(batch=3, **IBC_HORIZONS, image=image)
     policy = make_ibc(image=image, batch=batch).eval()
     assert torch.isfinite(policy.compute_loss(batch)["loss"])
     action = policy.predict_action(batch["obs"])
@@ -276,7 +256,7 @@ def test_ibc_energy_splits_first_layer_exactly():
 @pytest.mark.parametrize("name", ["lstm_gmm", "ibc"])
 def test_state_dict_round_trip(name, tmp_path):
     make = make_lstm if name == "lstm_gmm" else make_ibc
-    batch = make_batch() if name == "lstm_gmm" else make_batch(horizon=2, obs_horizon=2)
+    batch = make_batch(**LSTM_HORIZONS) if name == "lstm_gmm" else make_batch(**IBC_HORIZONS)
     policy = make(batch=batch)
     train(policy, batch, 3)
     torch.save({"config": policy.config.to_dict(), "policy": policy.state_dict()}, tmp_path / "ckpt.pt")

@@ -10,7 +10,8 @@ import pytest
 import compare
 import runlib
 import train
-from demos.pusht import generate
+
+from conftest import tiny_unet_overrides
 
 POLICIES, SEEDS, GROUP = ["diffusion_unet", "lstm_gmm"], [0, 1], "tiny_compare"
 TINY = [
@@ -18,18 +19,9 @@ TINY = [
     "training.eval_every=2", "training.val_every=100", "eval.n_episodes=2", "eval.max_steps=8", "eval.n_videos=0",
     "wandb.mode=offline",
     # policy.* fields differ between policies: scoped to the policy they belong to
-    "diffusion_unet.policy.down_dims=[8,16]", "diffusion_unet.policy.diffusion_step_embed_dim=16",
-    "diffusion_unet.policy.kernel_size=3", "diffusion_unet.policy.n_groups=4",
-    "diffusion_unet.policy.inference_scheduler=ddim", "diffusion_unet.policy.num_inference_steps=2",
+    *tiny_unet_overrides("diffusion_unet.policy.", num_inference_steps=2),
     "lstm_gmm.policy.rnn_hidden_dim=16", "lstm_gmm.policy.rnn_num_layers=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "demos.zarr"
-    generate(path, n_episodes=2, first_seed=10, workers=1)
-    return path
 
 
 @pytest.fixture(scope="module")

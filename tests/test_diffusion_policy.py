@@ -9,41 +9,16 @@ from datasets.normalizer import Normalizer
 from common import ConfigError
 from policy import EMA, POLICIES, DiffusionConfig, DiffusionPolicy, Policy, make_config, make_policy
 
-ACTION_LOW, ACTION_HIGH = 0.0, 512.0  # Push-T actions are pixel targets
+from conftest import ACTION_HIGH, ACTION_LOW, TINY_VISION, make_batch, make_normalizer, obs_shapes
+
 TINY_UNET = dict(down_dims=(16, 32, 64), diffusion_step_embed_dim=16)
 TINY_TRANSFORMER = dict(n_layers=2, n_heads=2, embed_dim=32)
-TINY_VISION = dict(crop_shape=(40, 40), image_feature_dim=16, spatial_softmax_keypoints=8, vision_base_channels=16)
-
-
-def make_batch(batch=8, horizon=16, obs_horizon=2, image=False, seed=0):
-    """A synthetic Push-T-like batch: state (5,), actions in [0, 512] that depend on the state."""
-    g = torch.Generator().manual_seed(seed)
-    state = torch.rand(batch, obs_horizon, 5, generator=g) * torch.tensor([512, 512, 512, 512, 2 * np.pi])
-    steps = torch.linspace(0, 1, horizon)[None, :, None]
-    start, goal = state[:, -1:, 0:2], state[:, -1:, 2:4]
-    action = start + (goal - start) * steps  # a straight line from the agent to the block
-    obs = {"state": state}
-    if image:
-        obs["img"] = torch.randint(0, 256, (batch, obs_horizon, 48, 48, 3), generator=g, dtype=torch.uint8)
-    return {"obs": obs, "action": action.float()}
-
-
-def make_normalizer(batch, image=False):
-    data = {"state": batch["obs"]["state"].reshape(-1, 5).numpy(), "action": batch["action"].reshape(-1, 2).numpy()}
-    # The action range is the environment's, so "within the action range" checks are meaningful.
-    data["action"] = np.concatenate([data["action"], [[ACTION_LOW, ACTION_LOW], [ACTION_HIGH, ACTION_HIGH]]])
-    if image:
-        data["img"] = batch["obs"]["img"].reshape(-1, 48, 48, 3).numpy()
-    return Normalizer.fit(data, image_keys=("img",) if image else ())
 
 
 def make_tiny_policy(network="unet", image=False, batch=None, **overrides):
     batch = batch or make_batch(image=image)
-    obs_shapes = {"state": (5,)}
-    if image:
-        obs_shapes["img"] = (48, 48, 3)
     kwargs = {**(TINY_UNET if network == "unet" else TINY_TRANSFORMER), **(TINY_VISION if image else {}), **overrides}
-    config = DiffusionConfig(obs_shapes=obs_shapes, action_dim=2, network=network, **kwargs)
+    config = DiffusionConfig(obs_shapes=obs_shapes(image), action_dim=2, network=network, **kwargs)
     return DiffusionPolicy(config, make_normalizer(batch, image))
 
 

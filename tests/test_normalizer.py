@@ -8,17 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import Normalizer, ReplayBuffer, WindowDataset, split_episodes
+from datasets import Normalizer, WindowDataset, split_episodes
 
 
 @pytest.fixture(scope="module")
-def pusht_train(pusht_zip):
+def pusht_train(pusht_lowdim):
     """Training-split steps of the published Push-T data (low-dim keys) and its window dataset."""
-    rb = ReplayBuffer.open(pusht_zip)
-    mem = ReplayBuffer.from_arrays(rb.to_memory(["state", "action", "keypoint"]), rb.episode_ends, str(pusht_zip))
-    rb.close()
-    train, _ = split_episodes(mem.n_episodes)
-    return WindowDataset(mem, ["state", "keypoint"], episodes=train)
+    train, _ = split_episodes(pusht_lowdim.n_episodes)
+    return WindowDataset(pusht_lowdim, ["state", "keypoint"], episodes=train)
 
 
 def test_round_trip_on_real_data(pusht_train):

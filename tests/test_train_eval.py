@@ -13,21 +13,11 @@ import train
 from common import CheckpointError, ConfigError, DataError, TrainingError
 from config import parse_overrides, policy_config_kwargs
 from datasets import ReplayBuffer
-from demos.pusht import generate
 
-TINY = [
-    "policy.down_dims=[8,16]", "policy.diffusion_step_embed_dim=16", "policy.kernel_size=3", "policy.n_groups=4",
-    "policy.inference_scheduler=ddim", "policy.num_inference_steps=3", "training.batch_size=16",
-    "training.threads=1", "eval.n_episodes=2", "eval.max_steps=16", "eval.n_videos=1", "eval.video_size=64",
-]
+from conftest import tiny_unet_overrides
 
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory) -> Path:
-    """Three scripted Push-T demonstrations: real physics, a real zarr file."""
-    path = tmp_path_factory.mktemp("data") / "demos.zarr"
-    generate(path, n_episodes=3, first_seed=10, workers=1)
-    return path
+TINY = [*tiny_unet_overrides("policy.", num_inference_steps=3), "training.batch_size=16", "training.threads=1",
+        "eval.n_episodes=2", "eval.max_steps=16", "eval.n_videos=1", "eval.video_size=64"]
 
 
 def run_train(argv):
@@ -137,6 +127,10 @@ def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
         runlib.load_checkpoint(incomplete)
     with pytest.raises(CheckpointError, match="belongs to task 'pusht_keypoints'"):
         run_train([*common, f"output_dir={straight}", "task=pusht_lowdim", "training.steps=8"])
+    # Same task and policy, another network size: one line naming the file and what differs (was 160 lines).
+    with pytest.raises(CheckpointError, match=r"last.pt: its diffusion_unet has another configuration than this "
+                                              r"run's \(saved vs now: \{'down_dims': \(\(8, 16\), \(16, 32\)\)"):
+        run_train([*common, f"output_dir={straight}", "training.steps=8", "policy.down_dims=[16,32]"])
 
 
 def test_dataset_without_the_task_keys_is_named(tmp_path):

@@ -1,7 +1,6 @@
 """Episode windows: the padding rules of docs/design.md section 4 checked window by window on real episodes
 against a slow, obviously-correct reference; the split; the loader; errors; throughput floor."""
 
-import time
 
 import numpy as np
 import pytest
@@ -37,15 +36,6 @@ def assert_matches_reference(ds, rb, obs_keys, episodes, horizon, obs_horizon, a
         np.testing.assert_array_equal(batch["action"][i].numpy(), want["action"])
         for k in obs_keys:
             np.testing.assert_array_equal(batch["obs"][k][i].numpy(), want["obs"][k])
-
-
-@pytest.fixture(scope="module")
-def pusht_lowdim(pusht_zip):
-    """The published Push-T state/action/keypoint arrays in memory (images left out: they take seconds)."""
-    rb = ReplayBuffer.open(pusht_zip)
-    mem = ReplayBuffer.from_arrays(rb.to_memory(["state", "action", "keypoint"]), rb.episode_ends, str(pusht_zip))
-    rb.close()
-    return mem
 
 
 @pytest.fixture(scope="module")
@@ -180,22 +170,3 @@ def test_make_loader_covers_every_window_once_per_epoch(pusht_lowdim):
     batches = list(make_loader(ds, batch_size=None, shuffle=False, batch_sampler=chosen))
     assert [len(b["action"]) for b in batches] == [3, 1] and torch.equal(batches[1]["action"][0], everything[7])
 
-
-def windows_per_second(ds, batch_size, seconds=0.3):
-    loader = make_loader(ds, batch_size=batch_size, shuffle=True, seed=0)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for batch in loader:
-            n += len(batch["action"])
-            if time.perf_counter() - start >= seconds:
-                break
-    return n / (time.perf_counter() - start)
-
-
-def test_loader_is_not_the_bottleneck(pusht_lowdim, pusht_images):
-    """Floors from the issue (50,000 state windows/s at batch 256, 5,000 image windows/s at batch 64); the
-    loader measures ~40x and ~25x above them here (bench/bench_loader.py), so this only catches a regression
-    to per-sample Python."""
-    assert windows_per_second(WindowDataset(pusht_lowdim, ["state"]), 256) > 50_000
-    arrays, ends = pusht_images
-    assert windows_per_second(WindowDataset(arrays, ["img", "state"], episode_ends=ends), 64) > 5_000
