@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ConfigError, StackError, TrainingError
+from common import StackError, TrainingError
 
 SCORE, SUCCESS = "eval/mean_max_reward", "eval/success_rate"
 LAST_N = 10  # the paper's "mean of the last 10 checkpoints"

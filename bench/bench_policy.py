@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_policy.py [--quick] [--threads N] [--no-baselines]
     .venv/bin/python bench/bench_policy.py --checkpoint outputs/<run>/checkpoints/last.pt [--quick]
+    .venv/bin/python bench/bench_policy.py --quick --models unet_small --batches 8 --repeats 1   # seconds
 
 (a) Training step = forward + backward + AdamW step (``policy.make_optimizer()``, no gradient clipping) at
     batch 256 and 64, Push-T keypoint observations (obs_shapes {"keypoints": (20,)}, action_dim 2, Tp=16,
@@ -13,12 +14,16 @@
 The baselines (LSTM-GMM, IBC, paper sizes) are timed too: they act one step per call (Ta=1). IBC's
 training step is timed at small batches only: with 1024 counter-examples every sample is 1025 MLP rows.
 
-Reference figures: DESIGN.md section 7 (the Diffusion Policy repository run unmodified on a 2-core machine;
+Reference figures: docs/design.md section 7.3 (the Diffusion Policy repository run unmodified on a 2-core machine;
 they vary 20-30% between runs). "speedup" = reference / ours. Timings depend heavily on what else runs on
 the machine: the header prints the load average, and compare like thread counts (the reference used 2).
 
 --checkpoint PATH: time that checkpoint's policy (as written by train.py: "policy_name", "policy_config",
 "policy", "ema") with synthetic inputs of its observation shapes, instead of the built-in set.
+
+--models picks rows of the built-in set (default: all; names below), --batches the training-step batch
+sizes (default 256 64; the reference has figures for those two only), --repeats the number of timed calls
+per figure (default: 5 training steps, 10-200 inference calls; fewer with --quick).
 """
 
 from __future__ import annotations
@@ -37,14 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from common import is_image_shape, run_cli  # noqa: E402
 from datasets.normalizer import Normalizer  # noqa: E402
-from policy import POLICIES, DiffusionConfig, DiffusionPolicy  # noqa: E402
+from policy import DiffusionPolicy, make_policy  # noqa: E402
+from runlib import load_checkpoint, policy_from_checkpoint  # noqa: E402
 
 OBS_SHAPES = {"keypoints": (20,)}  # Push-T keypoint observations: 9 keypoints of the T + the agent, (x, y) each
 ACTION_DIM = 2
 ACTION_RANGE = (0.0, 512.0)
 
-# DESIGN.md section 7: seconds per training step at batch 256 / 64, seconds per DDPM-100 chunk at batch 1.
+# docs/design.md section 7.3: seconds per training step at batch 256 / 64, seconds per DDPM-100 chunk at batch 1.
 REFERENCE = {
     "unet_paper": {"train": {256: 3.05, 64: 0.98}, "ddpm100": 2.4, "params": "65.8M"},
     "unet_small": {"train": {256: 0.27, 64: 0.10}, "ddpm100": 0.406, "params": "5.4M"},
@@ -67,14 +74,14 @@ def make_normalizer(obs_shapes: dict, action_dim: int) -> Normalizer:
     rng = np.random.default_rng(0)
     data = {k: rng.uniform(*ACTION_RANGE, (64, *s)).astype(np.float32) for k, s in obs_shapes.items() if len(s) != 3}
     data["action"] = rng.uniform(*ACTION_RANGE, (64, action_dim)).astype(np.float32)
-    return Normalizer.fit(data, image_keys=[k for k, s in obs_shapes.items() if len(s) == 3])
+    return Normalizer.fit(data, image_keys=[k for k, s in obs_shapes.items() if is_image_shape(s)])
 
 
 def synthetic_obs(obs_shapes: dict, batch: int, steps: int, normalizer, generator: torch.Generator) -> dict:
     """Raw observations (B, steps, ...): low-dim keys inside the normalizer's range, images random uint8."""
     obs = {}
     for key, shape in obs_shapes.items():
-        if len(shape) == 3:
+        if is_image_shape(shape):
             obs[key] = torch.randint(0, 256, (batch, steps, *shape), dtype=torch.uint8, generator=generator)
         else:
             y = torch.rand(batch, steps, *shape, generator=generator) * 2 - 1
@@ -91,9 +98,9 @@ def synthetic_batch(policy, batch: int, generator: torch.Generator) -> dict:
 
 
 def build(policy_name: str, overrides: dict):
-    spec = POLICIES[policy_name]
-    cfg = spec.config_class(**{**spec.defaults, "obs_shapes": OBS_SHAPES, "action_dim": ACTION_DIM, **overrides})
-    return spec.policy_class(cfg, make_normalizer(OBS_SHAPES, ACTION_DIM))
+    """Policy `policy_name` with its registry presets (e.g. the small UNet), then `overrides`."""
+    return make_policy(policy_name, make_normalizer(OBS_SHAPES, ACTION_DIM), obs_shapes=OBS_SHAPES,
+                       action_dim=ACTION_DIM, **overrides)
 
 
 def n_params(policy) -> str:
@@ -162,7 +169,7 @@ def net_forward_time(policy: DiffusionPolicy, obs: dict, repeats: int) -> float:
     policy.eval()
     cfg = policy.config
     with torch.inference_mode():
-        cond = policy._encode_obs(policy._obs_window(obs, last=True))
+        cond = policy.condition(policy.obs_window(obs, last=True))
         x = torch.randn(1, cfg.horizon, cfg.action_dim)
         t = torch.tensor([50])
         policy.model(x, t, cond)
@@ -175,13 +182,13 @@ def net_forward_time(policy: DiffusionPolicy, obs: dict, repeats: int) -> float:
 SCHEDULES = [("DDPM-100", "ddpm", 100), ("DDIM-10", "ddim", 10), ("DDIM-4", "ddim", 4)]
 
 
-def diffusion_latencies(policy: DiffusionPolicy, obs: dict, quick: bool) -> list[tuple]:
-    """[(schedule label, steps, seconds per chunk)]."""
+def diffusion_latencies(policy: DiffusionPolicy, obs: dict, quick: bool, repeats: int | None = None) -> list[tuple]:
+    """[(schedule label, steps, seconds per chunk)]; `repeats` timed calls each (default: by --quick and steps)."""
     rows = []
     for label, scheduler, steps in SCHEDULES:
         timed = with_scheduler(policy, scheduler, steps)
-        repeats = (3 if quick else 10) if steps >= 100 else (5 if quick else 30)
-        rows.append((label, steps, latency(timed, obs, repeats, budget_s=4 if quick else 30)))
+        n = repeats or ((3 if quick else 10) if steps >= 100 else (5 if quick else 30))
+        rows.append((label, steps, latency(timed, obs, n, budget_s=4 if quick else 30)))
     return rows
 
 
@@ -208,95 +215,88 @@ def print_header(args) -> None:
         pass
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores ({cpu}); "
           f"load average {load}{'; --quick' if args.quick else ''}")
-    print("reference: Diffusion Policy repository on a 2-core machine (DESIGN.md section 7); "
+    print("reference: Diffusion Policy repository on a 2-core machine (docs/design.md section 7.3); "
           "speedup = reference / ours\n")
 
 
 def bench_builtin(args) -> None:
     quick = args.quick
     repeats, budget = (2, 8.0) if quick else (5, 30.0)
+    repeats = args.repeats or repeats
+    batches = args.batches  # printed in this order, timed smallest first
+    models = {k: v for k, v in MODELS.items() if k in args.models}
+    baselines = {} if args.no_baselines else {k: v for k, v in BASELINES.items() if k in args.models}
 
     print("(a) training step (forward + backward + AdamW), Push-T keypoints, Tp=16 To=2 Ta=8")
-    print(f"{'model':24s}{'params':>8s}{'b256 ours':>12s}{'ref':>9s}{'speedup':>9s}"
-          f"{'b64 ours':>12s}{'ref':>9s}{'speedup':>9s}")
+    print(f"{'model':24s}{'params':>8s}" + "".join(f"{f'b{b} ours':>12s}{'ref':>9s}{'speedup':>9s}" for b in batches))
     policies = {}
-    for key, (label, name, overrides) in MODELS.items():
+    for key, (label, name, overrides) in models.items():
         policy = build(name, overrides)
         policies[key] = policy
-        times = train_step_times(policy, [64, 256], repeats, budget)
+        times = train_step_times(policy, sorted(batches), repeats, budget)
         ref = REFERENCE[key]["train"]
-        print(f"{label:24s}{n_params(policy):>8s}{fmt_s(times[256]):>12s}{fmt_s(ref.get(256)):>9s}"
-              f"{ratio(ref.get(256), times[256]):>9s}{fmt_s(times[64]):>12s}{fmt_s(ref.get(64)):>9s}"
-              f"{ratio(ref.get(64), times[64]):>9s}", flush=True)
-    if not args.no_baselines:
+        print(f"{label:24s}{n_params(policy):>8s}" + "".join(
+            f"{fmt_s(times[b]):>12s}{fmt_s(ref.get(b)):>9s}{ratio(ref.get(b), times[b]):>9s}" for b in batches),
+            flush=True)
+    if "lstm_gmm" in baselines:
         lstm = build("lstm_gmm", {})
-        times = train_step_times(lstm, [64, 256], repeats, budget)
-        print(f"{BASELINES['lstm_gmm'][0]:24s}{n_params(lstm):>8s}{fmt_s(times[256]):>12s}{'-':>9s}{'-':>9s}"
-              f"{fmt_s(times[64]):>12s}{'-':>9s}{'-':>9s}   (Tp=To=10, Ta=1)", flush=True)
+        times = train_step_times(lstm, sorted(batches), repeats, budget)
+        print(f"{baselines['lstm_gmm'][0]:24s}{n_params(lstm):>8s}"
+              + "".join(f"{fmt_s(times[b]):>12s}{'-':>9s}{'-':>9s}" for b in batches) + "   (Tp=To=10, Ta=1)",
+              flush=True)
+    if "ibc" in baselines:
         ibc = build("ibc", {})
         ibc_batch = 8
         times = train_step_times(ibc, [ibc_batch], repeats, budget)
-        print(f"{'IBC 4x1024, 1024 neg.':24s}{n_params(ibc):>8s}{'-':>12s}{'-':>9s}{'-':>9s}"
-              f"{'-':>12s}{'-':>9s}{'-':>9s}"
-              f"   (Tp=To=2, Ta=1) batch {ibc_batch}: {fmt_s(times[ibc_batch])}, ~linear in the batch", flush=True)
+        print(f"{'IBC 4x1024, 1024 neg.':24s}{n_params(ibc):>8s}" + f"{'-':>12s}{'-':>9s}{'-':>9s}" * len(batches)
+              + f"   (Tp=To=2, Ta=1) batch {ibc_batch}: {fmt_s(times[ibc_batch])}, ~linear in the batch", flush=True)
 
     print("\n(b) inference latency per action chunk at batch 1 (median; net = one network forward)")
     print(f"{'model':24s}{'schedule':>10s}{'ours':>11s}{'per step':>11s}{'net':>10s}{'overhead':>10s}"
           f"{'ref':>9s}{'speedup':>9s}")
     generator = torch.Generator().manual_seed(1)
-    for key, (label, _, _) in MODELS.items():
+    for key, (label, _, _) in models.items():
         policy = policies[key]
         obs = synthetic_obs(OBS_SHAPES, 1, policy.config.obs_horizon, policy.normalizer, generator)
-        net = net_forward_time(policy, obs, 5 if quick else 50)
-        for sched, steps, seconds in diffusion_latencies(policy, obs, quick):
+        net = net_forward_time(policy, obs, args.repeats or (5 if quick else 50))
+        for sched, steps, seconds in diffusion_latencies(policy, obs, quick, args.repeats):
             ref = REFERENCE[key]["ddpm100"] if steps == 100 else None
             overhead = max(0.0, 1 - steps * net / seconds)
             print(f"{label:24s}{sched:>10s}{fmt_s(seconds):>11s}{fmt_s(seconds / steps):>11s}{fmt_s(net):>10s}"
                   f"{overhead:>10.0%}{fmt_s(ref):>9s}{ratio(ref, seconds):>9s}", flush=True)
-    if not args.no_baselines:
-        for key, (label, name, overrides) in BASELINES.items():
-            policy = build(name, overrides)
-            obs = synthetic_obs(OBS_SHAPES, 1, policy.config.obs_horizon, policy.normalizer, generator)
-            seconds = latency(policy, obs, 20 if quick else 200, budget_s=4 if quick else 30)
-            print(f"{label:24s}{'1 action':>10s}{fmt_s(seconds):>11s}", flush=True)
+    for key, (label, name, overrides) in baselines.items():
+        policy = build(name, overrides)
+        obs = synthetic_obs(OBS_SHAPES, 1, policy.config.obs_horizon, policy.normalizer, generator)
+        seconds = latency(policy, obs, args.repeats or (20 if quick else 200), budget_s=4 if quick else 30)
+        print(f"{label:24s}{'1 action':>10s}{fmt_s(seconds):>11s}", flush=True)
 
 
 def load_policy(path: Path):
-    """The policy a train.py checkpoint holds (its EMA weights when present), on the CPU."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "policy" not in ckpt:
-        raise SystemExit(f"{path}: not a checkpoint written by train.py (no 'policy' state dict)")
-    name = ckpt.get("policy_name") or (ckpt.get("config") or {}).get("policy")
-    policy_config = ckpt.get("policy_config") or (ckpt.get("config") or {}).get("policy_config")
-    if name not in POLICIES or policy_config is None:
-        raise SystemExit(f"{path}: checkpoint names policy {name!r} (known: {sorted(POLICIES)}) "
-                         f"with config {'present' if policy_config else 'missing'}")
-    spec = POLICIES[name]
-    policy = spec.policy_class(spec.config_class(**policy_config), Normalizer())
-    weights = ckpt["ema"]["averaged"] if ckpt.get("ema") else ckpt["policy"]
-    policy.load_state_dict(weights)
-    return name, policy
+    """(policy name, the policy a train.py checkpoint holds: its EMA weights when present, on the CPU)."""
+    ckpt = load_checkpoint(path)
+    return ckpt["policy_name"], policy_from_checkpoint(ckpt, path)
 
 
 def bench_checkpoint(args) -> None:
     quick = args.quick
     name, policy = load_policy(Path(args.checkpoint))
     cfg = policy.config
-    images = any(len(s) == 3 for s in cfg.obs_shapes.values())
+    images = bool(cfg.image_keys)
     print(f"checkpoint {args.checkpoint}: policy {name}, {n_params(policy)} parameters, obs {cfg.obs_shapes}, "
           f"Tp={cfg.horizon} To={cfg.obs_horizon} Ta={cfg.action_horizon}")
-    batches = [64] if images else [256, 64]
-    times = train_step_times(policy, batches, *((2, 8.0) if quick else (5, 30.0)))
+    batches = args.batches or ([64] if images else [256, 64])
+    repeats, budget = (2, 8.0) if quick else (5, 30.0)
+    times = train_step_times(policy, batches, args.repeats or repeats, budget)
     print("training step: " + ", ".join(f"batch {b}: {fmt_s(s)}" for b, s in times.items()))
     generator = torch.Generator().manual_seed(1)
     obs = synthetic_obs(cfg.obs_shapes, 1, cfg.obs_horizon, policy.normalizer, generator)
     if isinstance(policy, DiffusionPolicy):
-        own = latency(policy, obs, 3 if quick else 10, budget_s=4 if quick else 30)
+        own = latency(policy, obs, args.repeats or (3 if quick else 10), budget_s=4 if quick else 30)
         print(f"inference (its own {cfg.inference_scheduler}-{cfg.num_inference_steps}): {fmt_s(own)} per chunk")
-        for sched, steps, seconds in diffusion_latencies(policy, obs, quick):
+        for sched, steps, seconds in diffusion_latencies(policy, obs, quick, args.repeats):
             print(f"inference {sched}: {fmt_s(seconds)} per chunk ({fmt_s(seconds / steps)} per step)")
     else:
-        seconds = latency(policy, obs, 20 if quick else 200, budget_s=4 if quick else 30)
+        seconds = latency(policy, obs, args.repeats or (20 if quick else 200), budget_s=4 if quick else 30)
         print(f"inference: {fmt_s(seconds)} per call ({cfg.action_horizon} action(s))")
 
 
@@ -306,15 +306,24 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
     parser.add_argument("--checkpoint", help="time this train.py checkpoint's policy instead of the built-in set")
     parser.add_argument("--no-baselines", action="store_true", help="skip the LSTM-GMM and IBC rows")
+    names = [*MODELS, *BASELINES]
+    parser.add_argument("--models", nargs="+", choices=names, default=names, metavar="NAME",
+                        help=f"rows of the built-in set (default: all of {', '.join(names)})")
+    parser.add_argument("--batches", nargs="+", type=int, metavar="N",
+                        help="training-step batch sizes (default: 256 64; a checkpoint with images: 64)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="timed calls per figure (default: 5 training steps and 10-200 inference calls, "
+                             "fewer with --quick)")
     args = parser.parse_args(argv)
+    if args.checkpoint is None:
+        args.batches = args.batches or [256, 64]
+    if any(b < 1 for b in args.batches or []) or (args.repeats is not None and args.repeats < 1):
+        parser.error("--batches and --repeats must be positive")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print_header(args)
-    if args.checkpoint:
-        bench_checkpoint(args)
-    else:
-        bench_builtin(args)
-    return 0
+    # A bad checkpoint is one line naming it (common.run_cli), not a traceback.
+    return run_cli(lambda _: bench_checkpoint(args) if args.checkpoint else bench_builtin(args), [])
 
 
 if __name__ == "__main__":

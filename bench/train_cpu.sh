@@ -26,10 +26,10 @@ case "$network" in
                      training.batch_size=64 training.eval_every=3000) ;;
   lift)
     # Diffusion Policy (small UNet) on 200 scripted Lift demonstrations, success rate over 50 seeded episodes.
-    lift=${2:-outputs/data/lift_scripted_200.zarr}
+    lift=$data; [ "$lift" = ../shared/data/pusht.zip ] && lift=outputs/data/lift_scripted_200.zarr
     if [ ! -e "$lift" ]; then
-      "${PYTHON:-.venv/bin/python}" -m envs.robomimic.demonstrator lift --episodes 200 --out "${lift%.zarr}.hdf5"
-      "${PYTHON:-.venv/bin/python}" -m datasets.robomimic_hdf5 convert "${lift%.zarr}.hdf5" "$lift" \
+      "${PYTHON:-.venv/bin/python}" -m demos.robomimic lift --episodes 200 --out "${lift%.zarr}.hdf5"
+      "${PYTHON:-.venv/bin/python}" -m demos.robomimic_hdf5 convert "${lift%.zarr}.hdf5" "$lift" \
         --obs-keys object robot0_eef_pos robot0_eef_quat robot0_gripper_qpos
     fi
     exec "${PYTHON:-.venv/bin/python}" train.py task=lift_lowdim dataset_path="$lift" policy=diffusion_unet \

@@ -64,21 +64,46 @@ class EpisodeResult:
     length: int
 
 
+Z95 = 1.959964  # the standard normal's 97.5% quantile: two-sided 95% intervals
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float]:
+    """Wilson score interval for a binomial proportion (successes of n): [lower, upper] inside [0, 1].
+
+    Unlike the normal approximation p +- z * sqrt(p (1 - p) / n), it is not empty at p = 0 or 1 (0 of 50 gives
+    0..0.071) and stays inside [0, 1]: center (p + z^2 / 2n) / (1 + z^2 / n), half-width
+    z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2). [nan, nan] for n = 0.
+    """
+    if n <= 0:
+        return [float("nan"), float("nan")]
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # Exact at the edges (0 of n: lower 0; n of n: upper 1), which rounding would miss by 1e-16.
+    lower = 0.0 if successes <= 0 else max(0.0, center - half)
+    upper = 1.0 if successes >= n else min(1.0, center + half)
+    return [lower, upper]
+
+
 def summarize(results: list[EpisodeResult]) -> dict:
-    """Success rate and mean max reward with 95% confidence intervals (normal approximation)."""
+    """Success rate with its 95% Wilson score interval; mean max reward with a 95% normal-approximation interval."""
     max_rewards = np.array([r.max_reward for r in results], dtype=np.float64)
     successes = np.array([r.success for r in results], dtype=np.float64)
 
-    def ci(x):
+    def mean_ci(x):
+        # Normal (large-sample z) interval for a mean: mean +- 1.96 * s / sqrt(n), s the sample standard
+        # deviation (ddof=1); nan for fewer than 2 episodes. Kept for the max reward (a continuous score);
+        # it is not clipped, so it can reach past 1 when most episodes score near 1.
         half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
         return [float(x.mean() - half), float(x.mean() + half)]
 
     return {
         "n_episodes": len(results),
         "success_rate": float(successes.mean()),
-        "success_rate_ci95": ci(successes),
+        "success_rate_ci95": wilson_interval(int(successes.sum()), len(results)),
         "mean_max_reward": float(max_rewards.mean()),
-        "mean_max_reward_ci95": ci(max_rewards),
+        "mean_max_reward_ci95": mean_ci(max_rewards),
         "mean_length": float(np.mean([r.length for r in results])),
         "episodes": [vars(r) for r in results],
     }

@@ -5,12 +5,13 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from envs.pusht import PushTEnv
 from envs.pusht.demonstrator import PushTDemonstrator
 from envs.pusht.env import T_KEYPOINTS
-from envs.rollout import evaluate
+from envs.rollout import EpisodeResult, evaluate, summarize, wilson_interval
 from envs.tasks import get_task
 
 
@@ -67,3 +68,51 @@ def test_episodes_ending_at_different_steps(tmp_path):
     for path, length in zip(result["videos"], lengths):
         assert imageio.get_reader(path).count_frames() == length + 1  # reset frame + one per step
     json.dumps(result)  # eval.json material is plain JSON
+
+
+# ------------------------------------------------------------------------------- eval.json's intervals
+def episodes(successes: int, n: int, rewards=None) -> list[EpisodeResult]:
+    rewards = [1.0 if i < successes else 0.5 for i in range(n)] if rewards is None else rewards
+    return [EpisodeResult(seed=i, max_reward=r, success=i < successes, length=10) for i, r in enumerate(rewards)]
+
+
+# Wilson score intervals (95%, z = 1.959964), as scipy.stats.binomtest(k, n).proportion_ci(method="wilson").
+WILSON_95 = [
+    (0, 50, 0.0, 0.071348),
+    (50, 50, 0.928652, 1.0),
+    (25, 50, 0.366445, 0.633555),
+    (1, 50, 0.003539, 0.104954),
+    (3, 10, 0.107791, 0.603222),
+    (0, 1, 0.0, 0.793451),
+]
+
+
+@pytest.mark.parametrize("k, n, lower, upper", WILSON_95)
+def test_success_rate_interval_is_wilsons(k, n, lower, upper):
+    result = summarize(episodes(k, n))
+    assert result["success_rate"] == pytest.approx(k / n)
+    lo, hi = result["success_rate_ci95"]
+    assert lo == pytest.approx(lower, abs=5e-4) and hi == pytest.approx(upper, abs=5e-4)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert wilson_interval(k, n) == [lo, hi]
+    json.dumps(result)
+
+
+def test_success_rate_interval_at_the_edges():
+    # 0 of 50 is not "certainly 0": the interval is 0..0.071, not the normal approximation's [0, 0].
+    lo, hi = summarize(episodes(0, 50))["success_rate_ci95"]
+    assert lo == 0.0 and round(hi, 3) == 0.071
+    lo, hi = summarize(episodes(50, 50))["success_rate_ci95"]
+    assert hi == 1.0 and round(lo, 3) == 0.929
+    lo, hi = summarize(episodes(25, 50))["success_rate_ci95"]
+    assert (round(lo, 3), round(hi, 3)) == (0.366, 0.634)
+    assert 0.5 - lo == pytest.approx(hi - 0.5)  # symmetric around 1/2
+    assert all(np.isnan(wilson_interval(0, 0)))
+
+
+def test_mean_max_reward_interval_is_the_normal_approximation():
+    rewards = [0.2, 0.9, 0.4, 1.0, 0.7]
+    lo, hi = summarize(episodes(2, 5, rewards))["mean_max_reward_ci95"]
+    half = 1.96 * np.std(rewards, ddof=1) / np.sqrt(len(rewards))
+    assert (lo, hi) == pytest.approx((np.mean(rewards) - half, np.mean(rewards) + half))
+    assert all(np.isnan(summarize(episodes(1, 1))["mean_max_reward_ci95"]))  # one episode: no spread to go on

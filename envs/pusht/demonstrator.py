@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import shapely
 from shapely.geometry import LineString, Point, Polygon
 
 from .env import AGENT_RADIUS, GOAL_POSE, PushTEnv
