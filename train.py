@@ -85,6 +85,14 @@ def load_data(path: Path, cfg: Config, task: Task, policy_cfg) -> tuple[WindowDa
     return train, val, info
 
 
+def data_on_device(cfg: Config, train_set: WindowDataset, device: torch.device) -> bool:
+    """training.data_on_device, or by default: on CUDA when the training data takes under a quarter of the free
+    GPU memory (Push-T images: ~0.7 GB as uint8)."""
+    if cfg.training.data_on_device is not None:
+        return cfg.training.data_on_device
+    return device.type == "cuda" and train_set.nbytes() < torch.cuda.mem_get_info(device)[0] / 4
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
             for k, v in batch.items()}
@@ -155,7 +163,7 @@ def train(cfg: Config) -> dict:
     step, best_score, history = 0, -math.inf, []
     run_id = f"{output_dir.name}-{int(time.time())}"
     if cfg.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, map_location=device)
+        ckpt = load_checkpoint(last_path)  # to the CPU (RNG states must stay there); load_state_dict moves the rest
         if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
             raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
                                   f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
@@ -214,23 +222,46 @@ def train(cfg: Config) -> dict:
 
     use_bf16 = cfg.training.bf16 and device.type == "cuda"
     sampler = StepBatches(len(train_set), cfg.training.batch_size, cfg.seed, step, cfg.training.steps)
-    loader = make_loader(train_set, cfg.training.batch_size, shuffle=True, num_workers=cfg.training.num_workers,
-                         pin_memory=device.type == "cuda", batch_sampler=sampler)
+    if data_on_device(cfg, train_set, device):
+        # The whole dataset on the accelerator: a batch is one gather there (same windows as the loader's).
+        device_set = train_set.to(device)
+        batches = (device_set.__getitems__(indices) for indices in sampler)
+        print(f"data on {device}: {device_set.nbytes() / 2**20:.0f} MiB")
+    else:
+        batches = make_loader(train_set, cfg.training.batch_size, shuffle=True, num_workers=cfg.training.num_workers,
+                              pin_memory=device.type == "cuda", batch_sampler=sampler)
     policy.train()
     result = None
     def due(step: int, every: int) -> bool:
         """Periodic work: every `every` steps (0: only at the last step) and always at the last step."""
         return step == cfg.training.steps or (every > 0 and step % every == 0)
 
+    # Non-finite losses are recorded on the device (the first step that had one) and read only at logs,
+    # checkpoints and evaluations: a check per step would make the host wait for the GPU every step. Nothing
+    # computed after a bad step is ever saved, so the last checkpoint stays good.
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+    step_on_device = torch.full((), step, dtype=torch.int64, device=device)
+    checked_step = step
+
+    def check_finite() -> None:
+        nonlocal checked_step
+        bad = int(first_bad_step)
+        if bad >= 0:
+            good = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was saved yet"
+            raise TrainingError(f"non-finite loss (nan or inf) at step {bad}, found at step {step} (losses are checked "
+                                f"at every log, checkpoint and evaluation; steps {checked_step}..{step - 1} were "
+                                f"unchecked); stopping ({good})")
+        checked_step = step
+
     bar = tqdm(total=cfg.training.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     last_time, last_step = time.perf_counter(), step
-    for batch in loader:
+    for batch in batches:
         batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = policy.compute_loss(batch)["loss"]
-        if not torch.isfinite(loss):
-            good = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was saved yet"
-            raise TrainingError(f"loss is {loss.item()} at step {step}; stopping ({good})")
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step_on_device,
+                                     first_bad_step)
+        step_on_device += 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.training.grad_clip_norm)
@@ -241,18 +272,23 @@ def train(cfg: Config) -> dict:
         step += 1
         bar.update(1)
 
-        if due(step, cfg.training.log_every):
+        periodic = [due(step, cfg.training.log_every), val_set is not None and due(step, cfg.training.val_every),
+                    bool(cfg.training.eval_every) and step % cfg.training.eval_every == 0 and step < cfg.training.steps,
+                    due(step, cfg.training.checkpoint_every)]
+        if any(periodic):
+            check_finite()
+        if periodic[0]:
             now = time.perf_counter()
             log({"step": step, "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
                  "train/lr": lr_scheduler.get_last_lr()[0], "train/steps_per_s": (step - last_step) / (now - last_time)})
             last_time, last_step = now, step
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if val_set is not None and due(step, cfg.training.val_every):
+        if periodic[1]:
             log({"step": step, "val/loss": validation_loss(ema.averaged if ema else policy, val_set, cfg, device)})
             policy.train()
-        if cfg.training.eval_every and step % cfg.training.eval_every == 0 and step < cfg.training.steps:
+        if periodic[2]:
             evaluate_now(f"step_{step}")
-        if due(step, cfg.training.checkpoint_every):
+        if periodic[3]:
             save_checkpoint(last_path, checkpoint_state())
     bar.close()
 

@@ -20,6 +20,7 @@ once per batch), with no per-sample Python.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -86,6 +87,7 @@ class WindowDataset(Dataset):
         if horizon > lengths.max():
             raise ValueError(f"{rb.source}: horizon {horizon} is longer than every selected episode "
                              f"(the longest has {lengths.max()} steps)")
+        self.device: torch.device | None = None  # None: numpy arrays on the host (see `to`)
         self.windows, self._index = _window_tables(rb.episode_ends, self.episodes, horizon, obs_horizon,
                                                    action_horizon)
 
@@ -93,13 +95,34 @@ class WindowDataset(Dataset):
         return len(self._index)
 
     def __getitems__(self, indices) -> dict:
-        """A batch of windows: {"obs": {key: (B, To, ...)}, "action": (B, Tp, ...)} as torch tensors."""
+        """A batch of windows: {"obs": {key: (B, To, ...)}, "action": (B, Tp, ...)} as torch tensors (on the
+        dataset's device after `to(device)`; `indices` may then be a tensor on that device)."""
+        if self.device is not None:  # gathered where the data lives: no host work, no copy
+            steps = self._index[torch.as_tensor(indices, device=self.device)]
+            obs_steps = steps[:, : self.obs_horizon]
+            return {"obs": {k: a[obs_steps] for k, a in self._obs.items()}, "action": self._action[steps]}
         steps = self._index[np.asarray(indices, dtype=np.intp)]  # (B, Tp) step indices
         obs_steps = steps[:, : self.obs_horizon]
         return {
             "obs": {k: torch.from_numpy(a[obs_steps]) for k, a in self._obs.items()},
             "action": torch.from_numpy(self._action[steps]),
         }
+
+    def nbytes(self) -> int:
+        """Bytes of the arrays this dataset holds (observations, actions, window table)."""
+        arrays = [*self._obs.values(), self._action, self._index]
+        return int(sum(a.nbytes if isinstance(a, np.ndarray) else a.numel() * a.element_size() for a in arrays))
+
+    def to(self, device: str | torch.device) -> WindowDataset:
+        """A copy of this dataset whose arrays (images as uint8) and window table live on `device`, so batches
+        are gathered there by indexing: the GPU-resident path of train.py when the data fits. Same batches."""
+        device = torch.device(device)
+        other = copy.copy(self)
+        other._obs = {k: torch.as_tensor(a).to(device) for k, a in self._obs.items()}
+        other._action = torch.as_tensor(self._action).to(device)
+        other._index = torch.as_tensor(self._index, dtype=torch.int64).to(device)
+        other.device = device
+        return other
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):

@@ -132,10 +132,13 @@ class Policy(nn.Module, abc.ABC):
         return [{"params": params, "weight_decay": self.config.optimizer_weight_decay}]
 
     def make_optimizer(self) -> torch.optim.AdamW:
-        """AdamW with the policy's published settings (lr, betas, eps from its config; groups' weight decay)."""
+        """AdamW with the policy's published settings (lr, betas, eps from its config; groups' weight decay).
+        Build it after moving the policy to its device (fused on CUDA)."""
         cfg = self.config
+        # One fused kernel per step on CUDA; multi-tensor (foreach) updates elsewhere: the same update rule.
+        on_cuda = all(p.is_cuda for g in self.get_optimizer_groups() for p in g["params"])
         return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
-                                 eps=cfg.optimizer_eps)
+                                 eps=cfg.optimizer_eps, **({"fused": True} if on_cuda else {"foreach": True}))
 
     def obs_window(self, obs: dict[str, Tensor], last: bool) -> dict[str, Tensor]:
         """The To observation steps a policy conditions on: the first To of a training window (last=False),

@@ -154,10 +154,30 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint(demos, tmp_path, monke
         return {"loss": out["loss"] * float("nan")} if calls["n"] > 4 else out
 
     monkeypatch.setattr(DiffusionPolicy, "compute_loss", nan_after_four)
-    with pytest.raises(TrainingError, match=r"loss is nan at step 4; stopping \(the last good checkpoint is .*last.pt"):
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan or inf\) at step 4, found at step 6 .*steps 4..5 "
+                                            r"were unchecked\); stopping \(the last good checkpoint is .*last.pt"):
         run_train([f"dataset_path={demos}", "training.steps=10", "training.checkpoint_every=2",
                    "training.eval_every=0", "training.val_every=100", "wandb.mode=disabled",
                    f"output_dir={tmp_path}", *TINY])
+    kept = runlib.load_checkpoint(tmp_path / "checkpoints" / "last.pt")  # nothing after the bad step was saved
+    assert kept["step"] == 4 and all(torch.isfinite(w).all() for w in kept["policy"].values() if w.is_floating_point())
+
+
+def test_data_on_device_gives_the_same_run_and_rng_states_load_to_the_cpu(demos, tmp_path):
+    """The device-resident data path gathers the same batches as the loader (here on the CPU), so the losses
+    are identical; checkpoints load to the CPU with CPU byte-tensor RNG states whatever device trained."""
+    common = [f"dataset_path={demos}", "training.steps=6", "training.log_every=1", "training.eval_every=0",
+              "training.val_every=0", "wandb.mode=disabled", "eval.n_episodes=1", *TINY]
+    runs = {}
+    for on_device in ("true", "false"):
+        out = tmp_path / on_device
+        run_train([*common, f"training.data_on_device={on_device}", f"output_dir={out}"])
+        runs[on_device] = runlib.load_checkpoint(out / "checkpoints" / "last.pt")
+    losses = {k: [h["train/loss"] for h in ckpt["history"] if "train/loss" in h] for k, ckpt in runs.items()}
+    assert len(losses["true"]) == 6 and losses["true"] == losses["false"]
+    rng = runs["true"]["rng"]["torch"]
+    assert rng.device.type == "cpu" and rng.dtype == torch.uint8
+    runlib.set_rng_state(runs["true"]["rng"])  # what a resume does
 
 
 def test_loss_decreases_on_a_real_data_subset(pusht_zip, tmp_path):
