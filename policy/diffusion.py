@@ -2,9 +2,10 @@
 
 Training: normalize the action window x0 (B, Tp, Da), draw noise eps and a step t per sample,
 ``x_t = scheduler.add_noise(x0, eps, t)``, and regress the network's output on eps (MSE).
-Inference: encode the last To observations once, start from Gaussian noise, and denoise with
-``scheduler.step`` (DDPM with 100 steps as published, or DDIM with ~10 steps for speed); return the
-Ta actions starting at index To-1 of the window, un-normalized.
+Inference: encode the last To observations once, start from Gaussian noise, and denoise (DDPM with 100
+steps as published, or DDIM with ~10 steps for speed) with ``policy.sampling.Sampler``: diffusers' ``step``
+as precomputed per-step coefficients (same results, no host work per step); return the Ta actions starting
+at index To-1 of the window, un-normalized.
 
 Batch and obs formats: see ``policy/base.py``.
 """
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from .base import Policy, PolicyConfigBase
 from .nets.transformer import TransformerForDiffusion
 from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
+from .sampling import Sampler, build_sampler
 
 NETWORKS = ("unet", "transformer")
 
@@ -120,6 +122,8 @@ class DiffusionPolicy(Policy):
             self.inference_scheduler = DDPMScheduler(variance_type="fixed_small", **scheduler_kwargs)
         else:
             self.inference_scheduler = DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **scheduler_kwargs)
+        # (id(scheduler), num_inference_steps, device) -> (scheduler, Sampler); not module state.
+        self._samplers: dict[tuple, tuple] = {}
 
     # ----------------------------------------------------------------------------------------- helpers
     def condition(self, obs: dict[str, Tensor]) -> Tensor:
@@ -142,20 +146,26 @@ class DiffusionPolicy(Policy):
         return {"loss": F.mse_loss(prediction, target)}
 
     # ----------------------------------------------------------------------------------------- inference
+    def sampler(self, num_inference_steps: int | None = None, device: torch.device | str = "cpu") -> Sampler:
+        """The denoising loop of ``inference_scheduler`` with that many steps on ``device`` (built once, cached)."""
+        steps = num_inference_steps or self.config.num_inference_steps
+        key = (id(self.inference_scheduler), steps, torch.device(device))
+        if key not in self._samplers:  # the entry keeps its scheduler alive, so that id is not reused
+            self._samplers[key] = (self.inference_scheduler, build_sampler(self.inference_scheduler, steps, device))
+        return self._samplers[key][1]
+
     @torch.no_grad()
     def sample_action_window(self, obs: dict[str, Tensor], generator: torch.Generator | None = None,
                              num_inference_steps: int | None = None) -> Tensor:
         """The whole denoised window (B, Tp, Da), un-normalized. Observations are encoded once here, not
-        once per denoising step. ``generator`` (on the policy's device) makes the sampling reproducible."""
+        once per denoising step. ``generator`` (on the policy's device) makes the sampling reproducible: the
+        window equals diffusers' ``scheduler.step`` loop run from the same generator state."""
         cond = self.condition(self.obs_window(obs, last=True))
         batch = cond.shape[0]
-        scheduler = self.inference_scheduler
-        scheduler.set_timesteps(num_inference_steps or self.config.num_inference_steps)
+        sampler = self.sampler(num_inference_steps, cond.device)
         x = torch.randn((batch, self.config.horizon, self.config.action_dim), generator=generator,
                         device=cond.device, dtype=cond.dtype)
-        for t in scheduler.timesteps:
-            model_output = self.model(x, t.to(cond.device).expand(batch), cond)
-            x = scheduler.step(model_output, t, x, generator=generator).prev_sample
+        x = sampler.denoise(lambda sample, timesteps: self.model(sample, timesteps, cond), x, generator)
         return self.normalizer.unnormalize("action", x)
 
     @torch.no_grad()

@@ -153,3 +153,15 @@ def test_bench_policy_checkpoint(pusht_zip, tmp_path):
     assert lines_matching(out, rf"inference \(its own ddpm-100\): {DURATION} per chunk")
     for schedule in ("DDPM-100", "DDIM-10", "DDIM-4"):
         assert lines_matching(out, rf"inference {schedule}: {DURATION} per chunk \({DURATION} per step\)")
+
+
+# ------------------------------------------------------------------------------------------ bench_gpu.py
+def test_bench_gpu_paths_with_tiny_networks_on_the_cpu():
+    """The GPU table's code paths (train step, chunks, closed-loop evaluation) run; no reference checkout here."""
+    out = run(["bench/bench_gpu.py", "--device", "cpu", "--tiny", "--eval-episodes", "2"], timeout=240)
+    assert lines_matching(out, r"\s+ours\s+reference\s+ratio")
+    assert lines_matching(out, rf"train step, state UNet \[16, 32\], batch 8\s+{DURATION}\s+-\s+-")
+    assert lines_matching(out, rf"train step, image UNet \[16, 32\] \+ ResNet-18-GN, batch 4\s+{DURATION}\s+-\s+-")
+    assert lines_matching(out, rf"DDPM-100 chunk, batch 1, state\s+{DURATION}\s+-\s+-")
+    assert lines_matching(out, rf"closed-loop evaluation, 2 Push-T episodes \(state\)\s+{DURATION}\s+-\s+-")
+    assert "reference: no --reference PATH given" in out
