@@ -46,6 +46,7 @@ class TrainingConfig:
     # 40.2 ms in float32 at batch 256, launch-bound); use it where it measures faster.
     bf16: bool = False
     data_on_device: bool | None = None  # whole dataset on the GPU, batches gathered there (None: when it fits)
+    compile: bool = False  # torch.compile the noise network for training (CUDA graphs on CUDA); slow to start
     threads: int | None = None  # torch CPU threads (None: torch's default)
 
 
