@@ -160,11 +160,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--tiny", action="store_true", help="tiny networks and batches (a smoke test of the paths)")
-    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument("--eval-episodes", type=int, default=50, help="0: no evaluation row")
+    parser.add_argument("--state-dims", type=int, nargs="+", default=None,
+                        help="down_dims of the state UNet (default: the paper's 256 512 1024)")
+    parser.add_argument("--no-image", action="store_true", help="leave out the image rows (slow on a CPU)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats = 3 if args.tiny else (10 if args.quick else 30)
     state_dims, image_dims = ((16, 32), (16, 32)) if args.tiny else ((256, 512, 1024), (512, 1024, 2048))
+    state_dims = tuple(args.state_dims or state_dims)
     batch_state, batch_image = (8, 4) if args.tiny else (256, 64)
     vision = dict(vision_base_channels=16, image_feature_dim=16, spatial_softmax_keypoints=8) if args.tiny else {}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -172,25 +176,28 @@ def main(argv=None) -> int:
 
     rows = []
     state = our_policy(STATE, device, down_dims=state_dims)
-    image = our_policy(IMAGE, device, down_dims=image_dims, diffusion_step_embed_dim=128, **vision)
+    image = None if args.no_image else our_policy(IMAGE, device, down_dims=image_dims, diffusion_step_embed_dim=128,
+                                                  **vision)
     cond_dim = state.config.obs_horizon * 20
     ref, why = reference_unet(args.reference, state_dims, cond_dim, device)
     ref_train = timed(reference_train_step(ref, batch_state, 16, cond_dim, device), device, repeats) if ref else None
     ref_chunk = timed(reference_chunk(ref, 16, cond_dim, device), device, max(3, repeats // 3)) if ref else None
     rows.append((f"train step, state UNet {list(state_dims)}, batch {batch_state}",
                  timed(our_train_step(state, batch_state, device), device, repeats), ref_train))
-    rows.append((f"train step, image UNet {list(image_dims)} + ResNet-18-GN, batch {batch_image}",
-                 timed(our_train_step(image, batch_image, device), device, repeats), None))
+    if image is not None:
+        rows.append((f"train step, image UNet {list(image_dims)} + ResNet-18-GN, batch {batch_image}",
+                     timed(our_train_step(image, batch_image, device), device, repeats), None))
     rows.append(("DDPM-100 chunk, batch 1, state", timed(our_chunk(state, device), device, max(3, repeats // 3)),
                  ref_chunk))
-    rows.append(("DDPM-100 chunk, batch 1, image", timed(our_chunk(image, device), device, max(3, repeats // 3)),
-                 None))
-    task = get_task("pusht_keypoints")
+    if image is not None:
+        rows.append(("DDPM-100 chunk, batch 1, image",
+                     timed(our_chunk(image, device), device, max(3, repeats // 3)), None))
     n = args.eval_episodes
-    start = time.perf_counter()
-    evaluate(state.eval(), task, n_episodes=n, n_envs=n, device=device, n_videos=0,
-             max_steps=16 if args.tiny else None, progress=False)
-    rows.append((f"closed-loop evaluation, {n} Push-T episodes (state)", time.perf_counter() - start, None))
+    if n:
+        start = time.perf_counter()
+        evaluate(state.eval(), get_task("pusht_keypoints"), n_episodes=n, n_envs=n, device=device, n_videos=0,
+                 max_steps=16 if args.tiny else None, progress=False)
+        rows.append((f"closed-loop evaluation, {n} Push-T episodes (state)", time.perf_counter() - start, None))
 
     print(f"\n{'':64s}{'ours':>12s}{'reference':>12s}{'ratio':>8s}")
     for label, ours, reference in rows:
