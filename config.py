@@ -47,7 +47,7 @@ class TrainingConfig:
     bf16: bool = False
     data_on_device: bool | None = None  # whole dataset on the GPU, batches gathered there (None: when it fits)
     compile: bool = False  # torch.compile the noise network for training (CUDA graphs on CUDA); slow to start
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: int | None = None  # torch CPU threads (None: torch's default, lowered to the cores free at the start)
 
 
 @dataclass

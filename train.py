@@ -33,7 +33,8 @@ from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
 from runlib import (REPO, code_version, load_checkpoint, log_video, pick_device, rng_state,  # noqa: E402
-                    run_evaluation, save_checkpoint, score_line, seed_everything, set_rng_state, start_wandb)
+                    run_evaluation, save_checkpoint, score_line, seed_everything, set_rng_state, set_torch_threads,
+                    start_wandb)
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -132,8 +133,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def train(cfg: Config) -> dict:
     task = get_task(cfg.task)
     device = pick_device(cfg.device)
-    if cfg.training.threads:
-        torch.set_num_threads(cfg.training.threads)
+    threads = set_torch_threads(cfg.training.threads)
     output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
     output_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
@@ -197,7 +197,8 @@ def train(cfg: Config) -> dict:
                 "classes": {"policy": f"{spec.policy_class.__module__}.{spec.policy_class.__name__}",
                             "task": cfg.task, "env": task.env_id}}
     print(f"task {cfg.task} ({task.env_id}, obs {task.obs_shapes}), policy {cfg.policy} "
-          f"({run_info['classes']['policy']}, {n_params / 1e6:.2f}M parameters) on {device}")
+          f"({run_info['classes']['policy']}, {n_params / 1e6:.2f}M parameters) on {device}"
+          f"{f', {threads} CPU thread(s)' if device.type == 'cpu' else ''}")
     print(f"data {data_info['path']}: {data_info['n_episodes']} episodes, {len(train_set)} training windows; "
           f"output {output_dir}")
     run = start_wandb(cfg, output_dir, run_info, run_id)

@@ -255,3 +255,27 @@ def test_compiled_training_step_gives_the_eager_losses(demos, tmp_path):
     with pytest.raises(ConfigError, match="training.compile=true: policy 'lstm_gmm' has no noise network"):
         run_train([f"dataset_path={demos}", "policy=lstm_gmm", "policy.rnn_hidden_dim=8", "training.compile=true",
                    "wandb.mode=disabled", f"output_dir={tmp_path / 'lstm'}"])
+
+
+def test_torch_threads_are_lowered_to_the_free_cores_when_another_process_is_busy():
+    """With a busy process on one core, the default thread count drops below the core count (a loaded 2-core
+    machine then runs 1 thread instead of 2 spinning against the other process); an explicit count is kept."""
+    import os
+    import subprocess
+    import sys
+
+    n = os.cpu_count()
+    threads = torch.get_num_threads()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(1, n - 1))]
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert runlib.free_cores() <= max(1, n - len(busy))
+        torch.set_num_threads(n)
+        assert runlib.set_torch_threads(None) < n or n == 1
+        assert runlib.set_torch_threads(3) == 3 and torch.get_num_threads() == 3
+    finally:
+        for p in busy:
+            p.kill()
+        torch.set_num_threads(threads)
