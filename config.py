@@ -17,6 +17,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from common import ConfigError, is_image_shape
 from envs.tasks import TASKS, get_task
@@ -220,8 +221,45 @@ def parse_overrides(argv: list[str], cfg: Config | None = None, use_presets: boo
     for key, value in pairs:
         if key not in ("task", "policy"):
             _set(cfg, key, value)
+    check_values(cfg)
     check_policy_config(cfg)
     return cfg
+
+
+def check_values(cfg: Config) -> None:
+    """Values that parse but cannot work (a negative step count, a batch of 0, ...): stopped here, before any data
+    is read or any training runs, with the key and what it takes."""
+    t, e = cfg.training, cfg.eval
+    rules = [
+        ("training.steps", t.steps, t.steps >= 1, "a positive number of steps"),
+        ("training.batch_size", t.batch_size, t.batch_size >= 1, "a positive batch size"),
+        ("training.lr", t.lr, t.lr is None or t.lr > 0, "a positive learning rate (or None: the policy's)"),
+        ("training.warmup_steps", t.warmup_steps, t.warmup_steps is None or t.warmup_steps >= 0, ">= 0 (or None)"),
+        ("training.grad_clip_norm", t.grad_clip_norm, t.grad_clip_norm > 0, "a positive norm"),
+        ("training.ema_power", t.ema_power, t.ema_power > 0, "a positive power"),
+        ("training.ema_max_decay", t.ema_max_decay, 0 <= t.ema_max_decay < 1, "a decay in [0, 1)"),
+        ("training.val_ratio", t.val_ratio, 0 <= t.val_ratio < 1, "a fraction in [0, 1)"),
+        ("training.max_train_episodes", t.max_train_episodes,
+         t.max_train_episodes is None or t.max_train_episodes >= 1, "a positive count (or None: all)"),
+        *[(f"training.{k}", getattr(t, k), getattr(t, k) >= 0, "0 (only at the end) or a positive interval")
+          for k in ("log_every", "val_every", "eval_every", "checkpoint_every")],
+        ("training.num_workers", t.num_workers, t.num_workers >= 0, ">= 0"),
+        ("training.threads", t.threads, t.threads is None or t.threads >= 1, "a positive count (or None)"),
+        ("eval.n_episodes", e.n_episodes, e.n_episodes >= 1, "at least 1 episode"),
+        ("eval.n_envs", e.n_envs, e.n_envs is None or e.n_envs >= 1, "a positive count (or None: the task's)"),
+        ("eval.n_videos", e.n_videos, e.n_videos >= 0, ">= 0"),
+        ("eval.video_size", e.video_size, e.video_size >= 16, "at least 16 pixels"),
+        ("eval.max_steps", e.max_steps, e.max_steps is None or e.max_steps >= 1, "a positive count (or None)"),
+        ("eval.vector", e.vector, e.vector in ("sync", "async"), "sync or async"),
+        ("wandb.mode", cfg.wandb.mode, cfg.wandb.mode in ("offline", "online", "disabled"),
+         "offline, online or disabled"),
+        ("default_demos", cfg.default_demos, cfg.default_demos >= 1, "a positive number of episodes"),
+    ]
+    for key, value, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+    if cfg.output_dir and Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise ConfigError(f"output_dir={cfg.output_dir!r} is a file; expected a directory (or a path to create)")
 
 
 def check_policy_config(cfg: Config, task=None):

@@ -22,7 +22,7 @@ from common import CheckpointError, ConfigError, run_cli
 from config import config_from_dict, parse_overrides
 from envs.tasks import get_task
 from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, run_evaluation, score_line,
-                    set_torch_threads, start_wandb)
+                    seed_everything, set_torch_threads, start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
 SAMPLING_FIELDS = {"inference_scheduler", "num_inference_steps"}
@@ -49,6 +49,9 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     task = get_task(cfg.task).with_spec(ckpt.get("task_spec"))
     device = pick_device(cfg.device)
     set_torch_threads(cfg.training.threads)  # a shared machine: only the cores that are free
+    # The sampling noise comes from the global RNGs: seeded from the run's seed, two evaluations of the same
+    # checkpoint and settings give the same numbers (on a GPU, nondeterministic kernels may still differ).
+    seed_everything(cfg.seed)
 
     policy_config = dict(cfg.policy_config)
     if "inference_scheduler" in cfg.policy_config and "num_inference_steps" not in cfg.policy_config:

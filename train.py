@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common import CheckpointError, ConfigError, TrainingError, run_cli  # noqa: E402
+from common import CheckpointError, ConfigError, DataError, TrainingError, run_cli  # noqa: E402
 from config import Config, check_policy_config, parse_overrides  # noqa: E402
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
@@ -73,9 +73,10 @@ def load_data(path: Path, cfg: Config, task: Task, policy_cfg) -> tuple[WindowDa
     arrays = rb.to_memory(list(task.dataset_keys))
     ends = rb.episode_ends
     rb.close()
-    data = {**task.obs_from_dataset(arrays), "action": arrays[task.action_key]}
     train_idx, val_idx = split_episodes(len(ends), cfg.training.val_ratio, cfg.training.split_seed,
                                         cfg.training.max_train_episodes)
+    check_finite_data(arrays, ends, path, val_idx)
+    data = {**task.obs_from_dataset(arrays), "action": arrays[task.action_key]}
     windows = dict(horizon=policy_cfg.horizon, obs_horizon=policy_cfg.obs_horizon,
                    action_horizon=policy_cfg.action_horizon, episode_ends=ends)
     obs_keys = list(task.obs_shapes)
@@ -86,12 +87,50 @@ def load_data(path: Path, cfg: Config, task: Task, policy_cfg) -> tuple[WindowDa
     return train, val, info
 
 
+def finished_run(output_dir: Path, ckpt: dict, cfg: Config) -> dict | None:
+    """The results of a run that already reached training.steps and wrote its final evaluation, or None.
+
+    Running the same command again then changes nothing (no second evaluation, no new history entry); a larger
+    training.steps continues it, and eval.py evaluates its checkpoint again into <run>/eval/.
+    """
+    eval_path = output_dir / "eval.json"
+    if ckpt["step"] < cfg.training.steps or not eval_path.is_file():
+        return None
+    try:
+        summary = json.loads(eval_path.read_text())
+    except ValueError:
+        return None  # an unreadable eval.json: evaluate again
+    if summary.get("step") != ckpt["step"]:
+        return None
+    print(f"{output_dir}: the run is complete (step {ckpt['step']} of training.steps={cfg.training.steps}); "
+          f"nothing to do. Results: {eval_path}, checkpoints in {output_dir / 'checkpoints'}. To train further, "
+          f"raise training.steps; to evaluate again, python eval.py checkpoint={output_dir / 'checkpoints' / 'last.pt'}")
+    return summary
+
+
 def data_on_device(cfg: Config, train_set: WindowDataset, device: torch.device) -> bool:
     """training.data_on_device, or by default: on CUDA when the training data takes under a quarter of the free
     GPU memory (Push-T images: ~0.7 GB as uint8)."""
     if cfg.training.data_on_device is not None:
         return cfg.training.data_on_device
     return device.type == "cuda" and train_set.nbytes() < torch.cuda.mem_get_info(device)[0] / 4
+
+
+def check_finite_data(arrays: dict, ends: np.ndarray, path: Path, val_idx: np.ndarray) -> None:
+    """NaN or inf in any array the task reads stops the run before training, naming file, key, episode and step
+    (a NaN action would make the loss, or only the validation loss, NaN)."""
+    for key, values in arrays.items():
+        if not np.issubdtype(values.dtype, np.floating):
+            continue  # uint8 images, integer counters: always finite
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            episode = int(np.searchsorted(ends, row, side="right"))
+            start = int(ends[episode - 1]) if episode else 0
+            split = "validation" if episode in set(val_idx.tolist()) else "training"
+            raise DataError(f"{path}: data/{key} holds NaN or inf in {int(bad.sum())} step(s), first in episode "
+                            f"{episode} (a {split} episode) at its step {row - start} (row {row}); "
+                            "expected finite values")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -172,7 +211,10 @@ def train(cfg: Config) -> dict:
     step, best_score, history = 0, -math.inf, []
     run_id = f"{output_dir.name}-{int(time.time())}"
     if cfg.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path)  # to the CPU (RNG states must stay there); load_state_dict moves the rest
+        ckpt = load_checkpoint(last_path)
+        finished = finished_run(output_dir, ckpt, cfg)
+        if finished is not None:
+            return finished  # to the CPU (RNG states must stay there); load_state_dict moves the rest
         if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
             raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
                                   f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
