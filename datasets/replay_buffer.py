@@ -127,11 +127,15 @@ def _check_episode_ends(ends: np.ndarray, source: str, from_store: bool) -> np.n
 
 
 def _blosc(cname: str, clevel: int, shuffle: str, itemsize: int, zarr_format: int):
+    """The compressors of a new array: Blosc; in zarr v3 followed by a CRC-32C checksum of every chunk, so that a
+    changed or truncated chunk file fails to decode instead of decoding into wrong values (a directory store has
+    no checksum of its own; zip members do)."""
     if shuffle == "auto":
         shuffle = "noshuffle" if itemsize == 1 else "shuffle"
     if zarr_format == 2:
         return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=_SHUFFLE_V2[shuffle])
-    return zarr.codecs.BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle, typesize=itemsize)
+    return [zarr.codecs.BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle, typesize=itemsize),
+            zarr.codecs.Crc32cCodec()]
 
 
 def _whole_0_255(block: np.ndarray) -> bool:
@@ -510,7 +514,8 @@ class ReplayBuffer:
         for k, v in episode.items():
             if k not in self._arrays:
                 self._arrays[k] = self._create_array(k, v)
-                self._store.blosc_dirs.add(f"{self._arrays[k].store_path.path}/")
+                if _is_blosc_only(self._arrays[k]):  # v2 (no checksum codec): check Blosc frame lengths
+                    self._store.blosc_dirs.add(f"{self._arrays[k].store_path.path}/")
         n = self.n_steps
         for k, v in episode.items():
             arr = self._arrays[k]

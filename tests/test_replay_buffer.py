@@ -138,8 +138,9 @@ def test_chunks_and_codec_defaults(tmp_path):
     rb = ReplayBuffer.open(path)
     img = rb.array("img")
     assert img.chunks == ((1 << 20) // (8 * 8 * 3), 8, 8, 3)  # ~1 MiB along time
-    (codec,) = img.compressors
+    codec, checksum = img.compressors  # Blosc, then a CRC-32C of every chunk
     assert (codec.cname.value, codec.clevel, codec.shuffle.value) == ("zstd", 5, "noshuffle")
+    assert type(checksum).__name__ == "Crc32cCodec"
     assert rb.array("state").compressors[0].shuffle.value == "shuffle"
 
 
@@ -384,3 +385,23 @@ def test_resolve_pusht_takes_a_path_or_the_environment(tmp_path, monkeypatch):
 def test_published_file_has_the_published_sha(pusht_zip):
     assert download.verify(pusht_zip) == "8d1c5ac883b393d059bd2effc4834d8fee2259df40eab3abd670b53881915cce"
     assert download.PUBLISHED["pusht"].url == "https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip"
+
+
+def test_changed_bytes_in_a_directory_chunk_are_caught_by_the_checksum(tmp_path):
+    """A directory store has no checksums of its own: new buffers carry a CRC-32C per chunk (zarr v3), so 8
+    flipped bytes inside an action chunk fail with the array and chunk named instead of decoding to wrong values."""
+    path = tmp_path / "flipped.zarr"
+    actions = np.arange(400, dtype=np.float32).reshape(200, 2)
+    with ReplayBuffer.create(path) as rb:
+        rb.add_episode({"action": actions, "state": np.zeros((200, 5), np.float32)})
+    chunk = next(c for c in sorted((path / "data" / "action").rglob("*")) if c.is_file() and c.name != "zarr.json")
+    raw = bytearray(chunk.read_bytes())
+    for i in range(20, 28):
+        raw[i] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    rb = ReplayBuffer.open(path)
+    with pytest.raises(ReplayBufferError, match=r"flipped.zarr: cannot decode 'data/action' chunk 0 .*checksum"):
+        rb.read("action")
+    with pytest.raises(ReplayBufferError, match=r"flipped.zarr: .*'data/action'"):
+        rb.to_memory(["action"])
+    np.testing.assert_array_equal(ReplayBuffer.open(path).read("state"), np.zeros((200, 5), np.float32))
