@@ -189,6 +189,17 @@ def test_unknown_obs_type_names_the_valid_ones():
         PushTEnv(obs_type="pixels")
 
 
-def test_bad_reset_state_is_rejected():
-    with pytest.raises(ValueError, match="reset_to_state"):
-        PushTEnv().reset(options={"reset_to_state": [1.0, 2.0, 3.0]})
+@pytest.mark.parametrize("state", [[1.0, 2.0, 3.0], "abcde", [256, 256, 256, 256, float("nan")],
+                                   [600.0, 300.0, 256.0, 256.0, 0.0], [256.0, 256.0, -40.0, 256.0, 0.0]])
+def test_bad_reset_state_is_rejected(state):
+    """Wrong length, text, NaN, or positions outside the 512x512 workspace: a ValueError saying what is expected."""
+    with pytest.raises(ValueError, match=r"reset_to_state'\] must be 5 finite numbers .* inside the 512x512 workspace"):
+        PushTEnv().reset(options={"reset_to_state": state})
+
+
+@pytest.mark.parametrize("action", [[True, False], ["a", "b"]])
+def test_boolean_or_text_actions_are_rejected(action):
+    env = PushTEnv()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be 2 numbers"):
+        env.step(action)

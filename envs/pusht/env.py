@@ -202,12 +202,16 @@ class PushTEnv(gym.Env):
         options = options or {}
         state = options.get("reset_to_state")
         if state is not None:
-            state = np.asarray(state, dtype=np.float64)
+            expected = ("options['reset_to_state'] must be 5 finite numbers (agent x, agent y, block x, block y, "
+                        f"block angle), positions inside the {WINDOW_SIZE}x{WINDOW_SIZE} workspace; got {state!r}")
+            try:
+                state = np.asarray(state, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise ValueError(expected) from e
             if state.shape != (5,) or not np.all(np.isfinite(state)):
-                raise ValueError(
-                    "options['reset_to_state'] must be 5 finite numbers (agent x, agent y, block x, block y, "
-                    f"block angle), got {options.get('reset_to_state')!r}"
-                )
+                raise ValueError(expected)
+            if not np.all((state[:4] >= 0) & (state[:4] <= WINDOW_SIZE)):
+                raise ValueError(expected)
         else:
             rs = self._legacy_rng
             state = np.array(
@@ -231,6 +235,8 @@ class PushTEnv(gym.Env):
 
     def _check_action(self, action) -> tuple[float, float]:
         try:
+            if np.asarray(action).dtype == bool:  # True/False would silently become pixel 1/0
+                raise ValueError("booleans")
             a = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise ValueError(f"action must be 2 numbers (target x, y in pixels), got {action!r}") from e
