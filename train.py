@@ -211,20 +211,20 @@ def train(cfg: Config) -> dict:
     step, best_score, history = 0, -math.inf, []
     run_id = f"{output_dir.name}-{int(time.time())}"
     if cfg.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path)
-        finished = finished_run(output_dir, ckpt, cfg)
-        if finished is not None:
-            return finished  # to the CPU (RNG states must stay there); load_state_dict moves the rest
+        ckpt = load_checkpoint(last_path)  # to the CPU (RNG states must stay there); load_state_dict moves the rest
         if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
             raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
                                   f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
-        try:
-            policy.load_state_dict(ckpt["policy"])
-        except RuntimeError as e:  # same task and policy, another network size
-            changed = {k: (v, policy_cfg.to_dict().get(k)) for k, v in ckpt["policy_config"].items()
-                       if policy_cfg.to_dict().get(k) != v}
+        now = policy_cfg.to_dict()
+        changed = {k: (v, now.get(k)) for k, v in ckpt["policy_config"].items()
+                   if now.get(k) != v and k not in ("inference_scheduler", "num_inference_steps")}
+        if changed:  # e.g. another network size: the weights would not fit, or would mean something else
             raise CheckpointError(f"{last_path}: its {cfg.policy} has another configuration than this run's "
-                                  f"(saved vs now: {changed}); use another output_dir or resume=false") from e
+                                  f"(saved vs now: {changed}); use another output_dir or resume=false")
+        finished = finished_run(output_dir, ckpt, cfg)
+        if finished is not None:
+            return finished
+        policy.load_state_dict(ckpt["policy"])
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if ema is not None:

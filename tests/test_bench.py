@@ -4,6 +4,7 @@ its table. The figures themselves are not checked (they depend on the machine's 
 there. bench/train_cpu.sh is not run: it is a set of 45-minute train.py runs."""
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -165,3 +166,16 @@ def test_bench_gpu_paths_with_tiny_networks_on_the_cpu():
     assert lines_matching(out, rf"DDPM-100 chunk, batch 1, state\s+{DURATION}\s+-\s+-")
     assert lines_matching(out, rf"closed-loop evaluation, 2 Push-T episodes \(state\)\s+{DURATION}\s+-\s+-")
     assert "reference: no --reference PATH given" in out
+
+
+# ------------------------------------------------------------------------------------ fault_catalogue.py
+def test_fault_catalogue_classifies_cases(tmp_path):
+    """A few cases of the bad-input catalogue (the full run: `python bench/fault_catalogue.py`): each is a named
+    one-line error, none silent, none a traceback."""
+    table = tmp_path / "faults.json"
+    run(["bench/fault_catalogue.py", "--only", "training.steps=-5", "missing", "flipped bytes in an action",
+         "--json", table], timeout=300)
+    result = json.loads(table.read_text())
+    assert [r["case"] for r in result["rows"]] == ["dataset: missing path", "dataset: 8 flipped bytes in an action chunk",
+                                                  "config: training.steps=-5", "checkpoint: missing"]
+    assert result["counts"] == {"named": 4, "ok": 0, "silent": 0, "traceback": 0}
