@@ -92,6 +92,10 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# Policy config fields that change how a diffusion policy samples, not its weights: eval.py may change them on a
+# checkpoint, and a resumed run may differ in them.
+SAMPLING_FIELDS = ("inference_scheduler", "num_inference_steps")
+
 # Presets, applied before the command line's overrides, in this order: the task's (envs/tasks.py, each task's
 # `presets`), the policy's (policy/__init__.py, each PolicySpec's `presets`), then the (task, policy) pair's below.
 PAIR_PRESETS: dict[tuple[str, str], dict] = {}

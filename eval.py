@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 
 from common import CheckpointError, ConfigError, run_cli
-from config import config_from_dict, parse_overrides
+from config import SAMPLING_FIELDS, config_from_dict, parse_overrides
 from envs.tasks import get_task
 from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, run_evaluation, score_line,
                     seed_everything, set_torch_threads, start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
-SAMPLING_FIELDS = {"inference_scheduler", "num_inference_steps"}
 
 
 def evaluate_checkpoint(argv: list[str]) -> dict:
@@ -43,7 +42,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
         raise CheckpointError(f"{checkpoint}: the checkpoint is for task {ckpt['task']!r}, not {cfg.task!r}")
     if cfg.policy != ckpt["policy_name"]:
         raise CheckpointError(f"{checkpoint}: the checkpoint holds policy {ckpt['policy_name']!r}, not {cfg.policy!r}")
-    changed = set(cfg.policy_config) - SAMPLING_FIELDS
+    changed = set(cfg.policy_config) - set(SAMPLING_FIELDS)
     if changed:
         raise ConfigError(f"eval.py can change only {sorted(SAMPLING_FIELDS)} of the policy, not {sorted(changed)}")
     task = get_task(cfg.task).with_spec(ckpt.get("task_spec"))

@@ -80,16 +80,29 @@ def free_cores(sample_s: float = 0.2) -> int:
     return max(1, min(n, round(n * (idle1 - idle0) / (total1 - total0))))
 
 
-def set_torch_threads(requested: int | None) -> int:
-    """torch's intra-op threads: `requested`, or else torch's default lowered to the cores that are free.
+_initial_threads: int | None = None  # torch's thread count before this module first changed it
+
+
+def set_torch_threads(requested: int | None, default: int | None = None) -> int:
+    """torch's intra-op threads: `requested`, or else `default` (torch's count before the first call here, so
+    several runs in one process, e.g. `compare.py run`, each start from it) lowered to the cores that are free.
 
     Two torch processes whose OpenMP threads outnumber the cores slow each other down many times over (their
     threads spin waiting for each other): measured on 2 cores next to another training, a small train -> eval
     round trip took 103 s with 2 threads and 30 s with 1, against 19-21 s on an idle machine with either.
     """
-    threads = requested or min(torch.get_num_threads(), free_cores())
+    global _initial_threads
+    if _initial_threads is None:
+        _initial_threads = torch.get_num_threads()
+    threads = requested or min(default or _initial_threads, free_cores())
     torch.set_num_threads(threads)
     return threads
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A (nested) dict of tensors moved to `device` (a no-op for tensors already there)."""
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -174,9 +187,8 @@ def seed_everything(seed: int) -> None:
 
 
 def start_wandb(cfg, output_dir: Path, run_info: dict, run_id: str):
-    """A W&B run for `cfg` (config.Config) in `output_dir`/wandb: offline by default, online on request."""
-    if cfg.wandb.mode not in ("offline", "online", "disabled"):
-        raise ConfigError(f"wandb.mode must be offline, online or disabled, got {cfg.wandb.mode!r}")
+    """A W&B run for `cfg` (config.Config, its wandb.mode checked when parsed) in `output_dir`/wandb: offline by
+    default, online on request."""
     import wandb
 
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -28,13 +28,13 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import CheckpointError, ConfigError, DataError, TrainingError, run_cli  # noqa: E402
-from config import Config, check_policy_config, parse_overrides  # noqa: E402
+from config import SAMPLING_FIELDS, Config, check_policy_config, parse_overrides  # noqa: E402
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
 from runlib import (REPO, code_version, load_checkpoint, log_video, pick_device, rng_state,  # noqa: E402
                     run_evaluation, save_checkpoint, score_line, seed_everything, set_rng_state, set_torch_threads,
-                    start_wandb)
+                    start_wandb, to_device)
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -133,11 +133,6 @@ def check_finite_data(arrays: dict, ends: np.ndarray, path: Path, val_idx: np.nd
                             "expected finite values")
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
-            for k, v in batch.items()}
-
-
 # ---------------------------------------------------------------------------------------------- plots
 
 
@@ -217,7 +212,7 @@ def train(cfg: Config) -> dict:
                                   f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
         now = policy_cfg.to_dict()
         changed = {k: (v, now.get(k)) for k, v in ckpt["policy_config"].items()
-                   if now.get(k) != v and k not in ("inference_scheduler", "num_inference_steps")}
+                   if now.get(k) != v and k not in SAMPLING_FIELDS}
         if changed:  # e.g. another network size: the weights would not fit, or would mean something else
             raise CheckpointError(f"{last_path}: its {cfg.policy} has another configuration than this run's "
                                   f"(saved vs now: {changed}); use another output_dir or resume=false")

@@ -36,6 +36,7 @@ from bench_policy import make_normalizer, synthetic_batch, synthetic_obs  # noqa
 from envs.rollout import evaluate  # noqa: E402
 from envs.tasks import get_task  # noqa: E402
 from policy import EMA, make_policy  # noqa: E402
+from runlib import to_device  # noqa: E402
 
 STATE = {"keypoints": (20,)}
 IMAGE = {"image": (96, 96, 3), "agent_pos": (2,)}
@@ -61,16 +62,12 @@ def our_policy(obs_shapes: dict, device, **config):
                        **config).to(device)
 
 
-def to(batch, device):
-    return {k: to(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
-
-
 def our_train_step(policy, batch_size: int, device) -> callable:
     """train.py's step on a batch already on the device."""
     policy.train()
     optimizer = policy.make_optimizer()
     ema = EMA(policy)
-    batch = to(synthetic_batch(policy, batch_size, torch.Generator().manual_seed(0)), device)
+    batch = to_device(synthetic_batch(policy, batch_size, torch.Generator().manual_seed(0)), device)
 
     def step():
         loss = policy.compute_loss(batch)["loss"]
@@ -85,7 +82,7 @@ def our_train_step(policy, batch_size: int, device) -> callable:
 
 def our_chunk(policy, device) -> callable:
     policy.eval()
-    obs = to(synthetic_obs(policy.config.obs_shapes, 1, policy.config.obs_horizon, policy.normalizer,
+    obs = to_device(synthetic_obs(policy.config.obs_shapes, 1, policy.config.obs_horizon, policy.normalizer,
                            torch.Generator().manual_seed(1)), device)
 
     def chunk():

@@ -105,8 +105,8 @@ class Policy(nn.Module, abc.ABC):
                                               config.spatial_softmax_keypoints, config.vision_base_channels)
 
     def encode_obs(self, obs: dict[str, Tensor], flatten: bool) -> Tensor:
-        """Raw obs {key: (B, T, *shape)} -> features (B, T * F) (flatten) or (B, T, F): normalized, then encoded."""
-        self.check_obs_keys(obs)
+        """Raw obs {key: (B, T, *shape)} -> features (B, T * F) (flatten) or (B, T, F): normalized, then encoded.
+        Callers check the keys first (``obs_window`` or ``check_obs_keys``)."""
         return self.obs_encoder({key: self.normalizer.normalize(key, obs[key]) for key in self.config.obs_shapes},
                                 flatten=flatten)
 
@@ -136,9 +136,10 @@ class Policy(nn.Module, abc.ABC):
         Build it after moving the policy to its device (fused on CUDA)."""
         cfg = self.config
         # One fused kernel per step on CUDA; multi-tensor (foreach) updates elsewhere: the same update rule.
-        on_cuda = all(p.is_cuda for g in self.get_optimizer_groups() for p in g["params"])
-        return torch.optim.AdamW(self.get_optimizer_groups(), lr=cfg.optimizer_lr, betas=cfg.optimizer_betas,
-                                 eps=cfg.optimizer_eps, **({"fused": True} if on_cuda else {"foreach": True}))
+        groups = self.get_optimizer_groups()
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, lr=cfg.optimizer_lr, betas=cfg.optimizer_betas, eps=cfg.optimizer_eps,
+                                 **({"fused": True} if on_cuda else {"foreach": True}))
 
     def obs_window(self, obs: dict[str, Tensor], last: bool) -> dict[str, Tensor]:
         """The To observation steps a policy conditions on: the first To of a training window (last=False),

@@ -32,6 +32,7 @@ class EMA:
         self.inv_gamma, self.update_after_step = inv_gamma, update_after_step
         self.optimization_step = 0
         self.decay = 0.0  # the decay used by the latest step, for logging
+        self._pairs_of, self._pairs = None, None  # the model whose tensors `_pairs` groups (see `step`)
 
     def get_decay(self, optimization_step: int) -> float:
         step = max(0, optimization_step - self.update_after_step - 1)
@@ -48,7 +49,7 @@ class EMA:
         parameters, buffers): a handful of kernels per step instead of two per tensor, and no host sync.
         """
         self.decay = decay = self.get_decay(self.optimization_step)
-        if getattr(self, "_pairs_of", None) is not model:
+        if self._pairs_of is not model:
             self._pairs = self._pairs_for(model)
             self._pairs_of = model
         (averaged, current), (copied_to, copied_from) = self._pairs
