@@ -80,7 +80,52 @@ def free_cores(sample_s: float = 0.2) -> int:
     return max(1, min(n, round(n * (idle1 - idle0) / (total1 - total0))))
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU-seconds of the whole machine, wall-clock seconds of CPU time in all) from /proc/stat; None
+    where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = sum(values[:8])
+    return (total - values[3] - values[4]) / ticks, total / ticks
+
+
+class ThreadGovernor:
+    """Keeps torch's threads at the cores other processes leave free, re-checked on every `update()` (train.py
+    calls it at each log step): a training that started alone drops to 1 thread when another job starts on a
+    2-core machine, and goes back up when it ends. Others' load = the machine's busy time minus this process's.
+    """
+
+    def __init__(self, maximum: int):
+        self.maximum = maximum
+        self._last = (_cpu_seconds(), time.process_time())
+
+    def update(self) -> int:
+        machine, own = _cpu_seconds(), time.process_time()
+        (last_machine, last_own), self._last = self._last, (machine, own)
+        if machine is None or last_machine is None or machine[1] <= last_machine[1]:
+            return torch.get_num_threads()
+        n = os.cpu_count() or 1
+        elapsed = (machine[1] - last_machine[1]) / n  # wall seconds (the total counts every core)
+        others = max(0.0, (machine[0] - last_machine[0]) - (own - last_own)) / elapsed  # cores busy with others
+        threads = max(1, min(self.maximum, round(n - others)))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        return threads
+
+
 _initial_threads: int | None = None  # torch's thread count before this module first changed it
+
+
+def threads_default() -> int:
+    """torch's thread count before this module first changed it."""
+    global _initial_threads
+    if _initial_threads is None:
+        _initial_threads = torch.get_num_threads()
+    return _initial_threads
 
 
 def set_torch_threads(requested: int | None, default: int | None = None) -> int:
@@ -91,10 +136,7 @@ def set_torch_threads(requested: int | None, default: int | None = None) -> int:
     threads spin waiting for each other): measured on 2 cores next to another training, a small train -> eval
     round trip took 103 s with 2 threads and 30 s with 1, against 19-21 s on an idle machine with either.
     """
-    global _initial_threads
-    if _initial_threads is None:
-        _initial_threads = torch.get_num_threads()
-    threads = requested or min(default or _initial_threads, free_cores())
+    threads = requested or min(default or threads_default(), free_cores())
     torch.set_num_threads(threads)
     return threads
 

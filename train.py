@@ -34,7 +34,7 @@ from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
 from runlib import (REPO, code_version, load_checkpoint, log_video, pick_device, rng_state,  # noqa: E402
                     run_evaluation, save_checkpoint, score_line, seed_everything, set_rng_state, set_torch_threads,
-                    start_wandb, to_device)
+                    ThreadGovernor, start_wandb, threads_default, to_device)
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -168,6 +168,8 @@ def train(cfg: Config) -> dict:
     task = get_task(cfg.task)
     device = pick_device(cfg.device)
     threads = set_torch_threads(cfg.training.threads)
+    # Without an explicit training.threads, follow what other jobs leave free while training (checked at logs).
+    governor = ThreadGovernor(threads_default()) if cfg.training.threads is None and device.type == "cpu" else None
     output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
     output_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
@@ -325,6 +327,8 @@ def train(cfg: Config) -> dict:
         if any(periodic):
             check_finite()
         if periodic[0]:
+            if governor is not None:
+                governor.update()
             now = time.perf_counter()
             log({"step": step, "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
                  "train/lr": lr_scheduler.get_last_lr()[0], "train/steps_per_s": (step - last_step) / (now - last_time)})

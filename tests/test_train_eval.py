@@ -278,3 +278,30 @@ def test_torch_threads_are_lowered_to_the_free_cores_when_another_process_is_bus
         for p in busy:
             p.kill()
         torch.set_num_threads(threads)
+
+
+def test_thread_governor_follows_other_jobs_while_training():
+    """A training that started alone gives cores back when another job starts, and takes them again after."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    n = os.cpu_count()
+    if n < 2:
+        pytest.skip("needs at least 2 cores")
+    threads = torch.get_num_threads()
+    governor = runlib.ThreadGovernor(maximum=n)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n - 1)]
+    try:
+        time.sleep(1.0)
+        assert governor.update() == 1 and torch.get_num_threads() == 1
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    try:
+        time.sleep(1.0)
+        assert governor.update() >= 1
+    finally:
+        torch.set_num_threads(threads)
