@@ -20,6 +20,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
 from .base import Policy, PolicyConfigBase
+from .batch_share import per_sample
 from .nets.transformer import TransformerForDiffusion
 from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
 from .sampling import Sampler, build_sampler
@@ -138,8 +139,10 @@ class DiffusionPolicy(Policy):
                              f"(B, {self.config.horizon}, {self.config.action_dim})")
         cond = self.condition(self.obs_window(batch["obs"], last=False))
         actions = self.normalizer.normalize("action", batch["action"]).float()
-        noise = torch.randn_like(actions)
-        timesteps = torch.randint(0, self.config.num_train_timesteps, (actions.shape[0],), device=actions.device)
+        # Drawn per sample of the global batch (policy/batch_share.py): the same values whatever the world size.
+        b, device = actions.shape[0], actions.device
+        noise = per_sample(lambda n: torch.randn((n, *actions.shape[1:]), device=device, dtype=actions.dtype), b)
+        timesteps = per_sample(lambda n: torch.randint(0, self.config.num_train_timesteps, (n,), device=device), b)
         noisy_actions = self.noise_scheduler.add_noise(actions, noise, timesteps)
         prediction = self.model(noisy_actions, timesteps, cond)
         target = noise if self.config.prediction_type == "epsilon" else actions

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Policy, PolicyConfigBase
+from .batch_share import per_sample
 
 
 @dataclass
@@ -176,10 +177,13 @@ class IBCPolicy(Policy):
         features = self._obs_features(batch["obs"], last=False)
         start = cfg.obs_horizon - 1
         target = self.normalizer.normalize("action", action[:, start:start + cfg.action_horizon]).float()
-        target = target + cfg.positive_noise_std * torch.randn_like(target)
-        low, high = self.action_bounds(target.device)
-        b = target.shape[0]
-        negatives = low + (high - low) * torch.rand(b, cfg.train_n_negatives, *target.shape[1:], device=target.device)
+        # Random values per sample of the global batch (policy/batch_share.py): the same whatever the world size.
+        b, device = target.shape[0], target.device
+        target = target + cfg.positive_noise_std * per_sample(
+            lambda n: torch.randn((n, *target.shape[1:]), device=device, dtype=target.dtype), b)
+        low, high = self.action_bounds(device)
+        negatives = low + (high - low) * per_sample(
+            lambda n: torch.rand(n, cfg.train_n_negatives, *target.shape[1:], device=device), b)
         candidates = torch.cat([target.unsqueeze(1), negatives], dim=1)  # (B, 1+N, Ta, Da), the true one first
         logits = self.logits(features, candidates)
         labels = torch.zeros(b, dtype=torch.long, device=logits.device)

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from common import is_image_shape
 
+from ..batch_share import per_sample
+
 
 def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(channels // 16, channels)
@@ -103,8 +105,9 @@ def crop_images(images: Tensor, crop_shape: tuple[int, int], random: bool) -> Te
     if (ch, cw) == (h, w):
         return images
     if random:
-        top = torch.randint(0, h - ch + 1, (n, 1, 1), device=images.device)
-        left = torch.randint(0, w - cw + 1, (n, 1, 1), device=images.device)
+        # per sample of the global batch (policy/batch_share.py); the N images are batch-major (B, To)
+        top = per_sample(lambda m: torch.randint(0, h - ch + 1, (m, 1, 1), device=images.device), n)
+        left = per_sample(lambda m: torch.randint(0, w - cw + 1, (m, 1, 1), device=images.device), n)
         rows = top + torch.arange(ch, device=images.device)[None, :, None]  # (N, ch, 1)
         cols = left + torch.arange(cw, device=images.device)[None, None, :]  # (N, 1, cw)
         return images[torch.arange(n, device=images.device)[:, None, None], rows, cols]
