@@ -38,7 +38,9 @@ POLICIES: dict[str, PolicySpec] = {
     # policy.down_dims=[256,512,1024] (65.8M, the DiffusionConfig default).
     "diffusion_unet": PolicySpec(DiffusionConfig, DiffusionPolicy,
                                  {"policy.network": "unet", "policy.down_dims": [64, 128, 256]}),
-    "diffusion_transformer": PolicySpec(DiffusionConfig, DiffusionPolicy, {"policy.network": "transformer"}),
+    # Every transformer configuration of the reference warms up for 1000 steps (the UNet's: 500).
+    "diffusion_transformer": PolicySpec(DiffusionConfig, DiffusionPolicy,
+                                        {"policy.network": "transformer", "policy.lr_warmup_steps": 1000}),
     # robomimic's BC-RNN trains with a constant learning rate and no weight averaging.
     "lstm_gmm": PolicySpec(LSTMGMMConfig, LSTMGMMPolicy, {"training.use_ema": False}),
     "ibc": PolicySpec(IBCConfig, IBCPolicy, {}),
