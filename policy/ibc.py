@@ -20,8 +20,13 @@ logits over the N+1 candidates with the true one as the label.
 
 Inference (derivative-free optimization, ``derivative_free_optimize``): draw S candidates uniformly in the
 bounds; K times: softmax of the logits -> resample S candidates with replacement -> add Gaussian noise of
-std noise_scale * noise_shrink**k -> clip to the bounds; return the candidate with the highest logit
-(lowest energy), un-normalized, shape (B, Ta, Da).
+std noise_scale * noise_shrink**k (-> clip to the bounds); then score the candidates once more and return one,
+un-normalized, shape (B, Ta, Da). Two published variants, both one config away:
+  - the Diffusion Policy reference's (the default; what produced the paper's IBC numbers: its configs run
+    `kevin_inference=False`, pred_n_iter 5): K = 4, constant noise 0.03, no clipping, the returned candidate
+    drawn from the final softmax;
+  - IBC's original (Florence et al.; the reference's `kevin_inference=True`): `inference_n_iters=3
+    inference_noise_scale=0.33 inference_noise_shrink=0.5 inference_clip=true inference_choice=argmax`.
 
 Bounds: the normalized range of the training actions, [-1, 1] per dimension (a dimension that was
 constant in the training data gets its single normalized value), read from the fitted normalizer.
@@ -59,11 +64,13 @@ class IBCConfig(PolicyConfigBase):
     train_n_negatives: int = 1024  # uniform counter-examples per sample
     positive_noise_std: float = 1e-4  # added to the true (normalized) action
 
-    # Derivative-free optimizer at inference
+    # Derivative-free optimizer at inference (the reference's default variant; see the module docstring)
     inference_n_samples: int = 1024
-    inference_n_iters: int = 3
-    inference_noise_scale: float = 0.33  # std of the resampling noise at iteration 0 (normalized units)
-    inference_noise_shrink: float = 0.5  # noise std *= this after every iteration
+    inference_n_iters: int = 4  # resample-and-perturb rounds (the reference's pred_n_iter 5 counts the last scoring)
+    inference_noise_scale: float = 0.03  # std of the resampling noise at iteration 0 (normalized units)
+    inference_noise_shrink: float = 1.0  # noise std *= this after every iteration
+    inference_clip: bool = False  # clip perturbed candidates to the action bounds
+    inference_choice: str = "sample"  # "sample" from the final softmax, or "argmax" (lowest energy)
 
     # Optimizer (the reference's IBC workspace: AdamW as for Diffusion Policy, cosine schedule, 500 warmup)
     optimizer_lr: float = 1e-4
@@ -80,6 +87,8 @@ class IBCConfig(PolicyConfigBase):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.train_n_negatives < 1 or self.inference_n_samples < 1 or self.inference_n_iters < 0:
             raise ValueError("train_n_negatives and inference_n_samples must be >= 1, inference_n_iters >= 0")
+        if self.inference_choice not in ("sample", "argmax"):
+            raise ValueError(f"inference_choice must be 'sample' or 'argmax', got {self.inference_choice!r}")
 
 
 class EnergyMLP(nn.Module):
@@ -107,15 +116,17 @@ class EnergyMLP(nn.Module):
 
 
 def derivative_free_optimize(logits_fn: Callable[[Tensor], Tensor], low: Tensor, high: Tensor, batch: int,
-                             n_samples: int, n_iters: int = 3, noise_scale: float = 0.33, noise_shrink: float = 0.5,
-                             generator: torch.Generator | None = None) -> Tensor:
-    """IBC's derivative-free optimizer: the candidate with the highest logit (lowest energy) per sample.
+                             n_samples: int, n_iters: int = 4, noise_scale: float = 0.03, noise_shrink: float = 1.0,
+                             generator: torch.Generator | None = None, clip: bool = False,
+                             choice: str = "sample") -> Tensor:
+    """IBC's derivative-free optimizer: one low-energy candidate per sample.
 
     logits_fn: candidates (batch, n_samples, *low.shape) -> logits (batch, n_samples), logit = -energy.
-    low, high: bounds of a candidate (any shape, e.g. (Ta, Da)); candidates are drawn uniformly in them and
-        kept inside them. Returns (batch, *low.shape).
+    low, high: bounds of a candidate (any shape, e.g. (Ta, Da)); candidates are drawn uniformly in them.
+        Returns (batch, *low.shape).
     Iteration k: softmax(logits) -> resample with replacement -> + N(0, (noise_scale * noise_shrink**k)^2)
-    -> clip. The final candidates are scored once more and the best is returned.
+    (-> clip to the bounds when `clip`). The final candidates are scored once more; `choice` "argmax" returns
+    the best, "sample" one drawn from their softmax. Defaults: the Diffusion Policy reference's variant.
     """
     shape = (batch, n_samples, *low.shape)
     device, dtype = low.device, low.dtype
@@ -127,9 +138,14 @@ def derivative_free_optimize(logits_fn: Callable[[Tensor], Tensor], low: Tensor,
         idx = torch.multinomial(probs, n_samples, replacement=True, generator=generator)  # (batch, n_samples)
         samples = samples[rows, idx]
         samples = samples + std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        samples = torch.maximum(torch.minimum(samples, high), low)
+        if clip:
+            samples = torch.maximum(torch.minimum(samples, high), low)
         std *= noise_shrink
-    best = logits_fn(samples).argmax(dim=-1)  # (batch,)
+    logits = logits_fn(samples)
+    if choice == "argmax":
+        best = logits.argmax(dim=-1)  # (batch,)
+    else:
+        best = torch.multinomial(torch.softmax(logits.float(), dim=-1), 1, generator=generator)[:, 0]
     return samples[torch.arange(batch, device=device), best]
 
 
@@ -204,6 +220,7 @@ class IBCPolicy(Policy):
         high = high.expand(cfg.action_horizon, -1)
         best = derivative_free_optimize(lambda c: self.logits(features, c), low, high, features.shape[0],
                                         cfg.inference_n_samples, cfg.inference_n_iters, cfg.inference_noise_scale,
-                                        cfg.inference_noise_shrink, generator)
+                                        cfg.inference_noise_shrink, generator, cfg.inference_clip,
+                                        cfg.inference_choice)
         return self.normalizer.unnormalize("action", best)
 

@@ -65,7 +65,8 @@ def test_ibc_defaults_are_the_papers():
     cfg = IBCConfig(obs_shapes={"state": [5]}, action_dim=2)
     assert (cfg.horizon, cfg.obs_horizon, cfg.action_horizon) == (2, 2, 1)
     assert (cfg.hidden_dim, cfg.n_hidden_layers, cfg.dropout, cfg.train_n_negatives) == (1024, 4, 0.1, 1024)
-    assert (cfg.inference_n_iters, cfg.inference_noise_scale, cfg.inference_noise_shrink) == (3, 0.33, 0.5)
+    assert (cfg.inference_n_iters, cfg.inference_noise_scale, cfg.inference_noise_shrink, cfg.inference_clip,
+            cfg.inference_choice) == (4, 0.03, 1.0, False, "sample")  # the reference's default DFO
     assert (cfg.optimizer_lr, cfg.optimizer_betas, cfg.lr_warmup_steps) == (1e-4, (0.95, 0.999), 500)
     assert IBCConfig(**cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="exceeds horizon"):
@@ -222,19 +223,20 @@ def test_ibc_longer_action_horizon():
 def test_derivative_free_optimizer_finds_the_low_energy_region():
     target = torch.tensor([[0.3, -0.6], [-0.9, 0.8]])  # (batch 2, Da 2)
 
-    def logits(c):  # c (2, N, 1, 2): energy = 20 * squared distance to the target
-        return -20 * ((c[:, :, 0] - target[:, None]) ** 2).sum(-1)
+    def logits(c):  # c (2, N, 1, 2): energy = 500 * squared distance to the target (sharp: "sample" draws near it)
+        return -500 * ((c[:, :, 0] - target[:, None]) ** 2).sum(-1)
 
     low, high = -torch.ones(1, 2), torch.ones(1, 2)
-    best = derivative_free_optimize(logits, low, high, batch=2, n_samples=256, n_iters=3,
-                                    generator=torch.Generator().manual_seed(0))
-    assert best.shape == (2, 1, 2)
-    assert (best >= -1).all() and (best <= 1).all()
-    assert (best[:, 0] - target).abs().max() < 0.1
-    # a minimum outside the bounds: the answer is clipped to the nearest corner
+    ibc_original = dict(n_iters=3, noise_scale=0.33, noise_shrink=0.5, clip=True, choice="argmax")
+    for settings in (ibc_original, {}):  # IBC's own variant, then the reference's (the defaults)
+        best = derivative_free_optimize(logits, low, high, batch=2, n_samples=256,
+                                        generator=torch.Generator().manual_seed(0), **settings)
+        assert best.shape == (2, 1, 2)
+        assert (best[:, 0] - target).abs().max() < 0.1, settings
+    # a minimum outside the bounds: with clipping the answer is clipped to the nearest corner
     target = torch.tensor([[2.0, -3.0], [0.0, 5.0]])
-    best = derivative_free_optimize(logits, low, high, batch=2, n_samples=256, n_iters=3,
-                                    generator=torch.Generator().manual_seed(0))
+    best = derivative_free_optimize(logits, low, high, batch=2, n_samples=256,
+                                    generator=torch.Generator().manual_seed(0), **ibc_original)
     assert (best >= -1).all() and (best <= 1).all()
     assert (best[0, 0] - torch.tensor([1.0, -1.0])).abs().max() < 0.1 and (best[1, 0, 1] - 1).abs() < 0.1
 
