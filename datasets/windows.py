@@ -183,11 +183,20 @@ class StepBatches(Sampler):
     """Batch indices as a function of the step: epoch e is a permutation seeded by (seed, e).
 
     Starting at any step reproduces the batches an uninterrupted run would have drawn (exact resume).
+    Data-parallel training: `batch_size` is the global batch, and rank r of `world_size` gets its rows
+    r*b .. (r+1)*b - 1 (b = batch_size / world_size), so the ranks together train on the very windows one
+    process would, at every step and whatever the world size (a resume with another world size keeps them).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int):
-        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int, rank: int = 0,
+                 world_size: int = 1):
+        # At most the whole dataset, in a multiple of the world size (datasets smaller than one batch).
+        self.n, self.batch_size, self.seed = n, min(batch_size, n - n % world_size), seed
+        if self.batch_size == 0 or self.batch_size % world_size:
+            raise ValueError(f"a global batch of {self.batch_size} windows (of {n}) cannot be split evenly over "
+                             f"{world_size} processes")
         self.start_step, self.total_steps = start_step, total_steps
+        self.rank, self.local = rank, self.batch_size // world_size
         self.per_epoch = n // self.batch_size  # drop the ragged last batch: constant batch shapes
 
     def __iter__(self):
@@ -196,7 +205,8 @@ class StepBatches(Sampler):
             e, i = divmod(step, self.per_epoch)
             if e != epoch:
                 epoch, perm = e, np.random.default_rng([self.seed, e]).permutation(self.n)
-            yield perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            start = i * self.batch_size + self.rank * self.local
+            yield perm[start:start + self.local].tolist()
 
     def __len__(self) -> int:
         return self.total_steps - self.start_step
