@@ -49,6 +49,9 @@ class TrainingConfig:
     data_on_device: bool | None = None  # whole dataset on the GPU, batches gathered there (None: when it fits)
     compile: bool = False  # torch.compile the noise network for training (CUDA graphs on CUDA); slow to start
     threads: int | None = None  # torch CPU threads (None: torch's default, lowered to the cores free at the start)
+    # torchrun only: how long a rank waits for the others at a collective (barrier, all-reduce) before the run
+    # stops with an error, rank 0's closed-loop evaluations included (the others wait for them)
+    dist_timeout_s: int = 1800
 
 
 @dataclass
@@ -261,6 +264,7 @@ def check_values(cfg: Config) -> None:
           for k in ("log_every", "val_every", "eval_every", "checkpoint_every")],
         ("training.num_workers", t.num_workers, t.num_workers >= 0, ">= 0"),
         ("training.threads", t.threads, t.threads is None or t.threads >= 1, "a positive count (or None)"),
+        ("training.dist_timeout_s", t.dist_timeout_s, t.dist_timeout_s >= 1, "a positive number of seconds"),
         ("eval.n_episodes", e.n_episodes, e.n_episodes >= 1, "at least 1 episode"),
         ("eval.n_envs", e.n_envs, e.n_envs is None or e.n_envs >= 1, "a positive count (or None: the task's)"),
         ("eval.n_videos", e.n_videos, e.n_videos >= 0, ">= 0"),

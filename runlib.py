@@ -1,6 +1,6 @@
 """What the entry points (train.py, eval.py, compare.py, bench/) share about a run: its checkpoints, device,
-random state, W&B run and closed-loop evaluation. (The error classes and the command-line wrapper that prints
-them, `run_cli`, are in `common`, which the packages use too.)
+random state, data-parallel ranks (torchrun), W&B run and closed-loop evaluation. (The error classes and the
+command-line wrapper that prints them, `run_cli`, are in `common`, which the packages use too.)
 
     from runlib import load_checkpoint, policy_from_checkpoint
     ckpt = load_checkpoint("outputs/<run>/checkpoints/last.pt")
@@ -8,15 +8,19 @@ them, `run_cli`, are in `common`, which the packages use too.)
 
 A checkpoint is a dict written by train.py with torch.save: "config" (Config.to_dict()), "task", "task_spec",
 "policy_name", "policy_config", "policy" (weights), "ema", "optimizer", "lr_scheduler", "step", "best_score",
-"history", "rng", "wandb_run_id", "dataset", "normalizer_stats", "code_version".
+"history", "rng" (rank 0's), "wandb_run_id", "dataset", "normalizer_stats", "code_version", "world_size" (processes
+that trained it; absent: 1).
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import os
 import random
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +229,142 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ---------------------------------------------------------------------------------------------- data parallel
+#
+# `torchrun --nproc_per_node N train.py ...` starts N copies of train.py with RANK, WORLD_SIZE, LOCAL_RANK, ...
+# in their environment; train.py then trains with DistributedDataParallel (see train.py's docstring for what each
+# rank does). A plain `python train.py` has none of these variables: no process group, nothing below does anything.
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    """This process's place in a torchrun launch; the defaults are a plain one-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0  # its index on this machine: its GPU is cuda:<local_rank>
+    local_world_size: int = 1  # processes on this machine
+    distributed: bool = False  # started by torchrun: a process group exists (at world size 1 too)
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that prints, writes files, logs to W&B and evaluates."""
+        return self.rank == 0
+
+
+def start_distributed(device_name: str, batch_size: int, timeout_s: float) -> tuple[Ranks, torch.device]:
+    """This process's ranks and device; under torchrun also the process group (NCCL on GPUs, gloo on CPUs), each
+    rank on the GPU of its local rank. `batch_size` (the global batch) must split evenly over the ranks;
+    `timeout_s` is how long a rank waits for the others at a collective (rank 0's evaluation included)."""
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return Ranks(), pick_device(device_name)
+    ranks = Ranks(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                  int(env.get("LOCAL_WORLD_SIZE", 1)), distributed=True)
+    if batch_size % ranks.world_size:
+        lower = batch_size - batch_size % ranks.world_size
+        raise ConfigError(f"training.batch_size={batch_size} is the global batch and must split evenly over the "
+                          f"{ranks.world_size} processes of this torchrun launch; use e.g. training.batch_size="
+                          f"{lower or ranks.world_size}")
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ConfigError(f"device={device_name!r}: under torchrun each process uses the GPU of its local rank "
+                              "(cuda:<LOCAL_RANK>); use device=auto or cuda, and CUDA_VISIBLE_DEVICES to choose GPUs")
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started {ranks.local_world_size} processes on this machine, which has "
+                              f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node {torch.cuda.device_count()}")
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"device={device.type}: data-parallel training runs on CUDA GPUs (NCCL) or CPUs (gloo); "
+                          "use device=cpu or one process")
+    import torch.distributed as dist
+    from datetime import timedelta
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return ranks, device
+
+
+def cpu_share(ranks: Ranks) -> int | None:
+    """Default torch threads of a rank: the machine's cores shared out over its ranks (None: one process, torch's
+    default). torchrun itself sets OMP_NUM_THREADS=1 when it starts several processes, too few on a large CPU."""
+    return max(1, (os.cpu_count() or 1) // ranks.local_world_size) if ranks.distributed else None
+
+
+def data_parallel(policy: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """What the training step calls, `model(batch)["loss"]`: the policy itself (its forward is compute_loss), or
+    under torchrun the policy in DistributedDataParallel, which averages the gradients over the ranks during the
+    backward pass (bucketed all-reduces that overlap it). The parameters stay the policy's: the optimizer, EMA and
+    checkpoints see the same tensors. Buffers (normalizer statistics, masks) never change while training, so they
+    are sent once, not at every step."""
+    if not ranks.distributed:
+        return policy
+    from torch.nn.parallel import DistributedDataParallel
+
+    # A 1x1 convolution's weight gradient (the ResNet's downsampling) comes with other strides on its size-1 dims
+    # than the bucket's view of it: the same memory layout, and DDP copies it; its warning says nothing else.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False, gradient_as_bucket_view=True)
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        torch.distributed.barrier()
+
+
+def from_rank0(obj, ranks: Ranks):
+    """Rank 0's `obj` (any picklable value) on every rank: what only rank 0 can read (checkpoints and eval.json
+    in its output_dir, which other machines need not see) or decide."""
+    if not ranks.distributed:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def set_rank_rng_state(state: dict, ranks: Ranks, device: torch.device) -> None:
+    """set_rng_state; under torchrun with rank 0's state (from a checkpoint, or sent after work that rank 0 did
+    alone: validation and evaluation draw random numbers too). The ranks of a run hold one and the same random
+    state, which is what makes their per-sample draws the global batch's (policy/batch_share.py); each draws on its
+    own GPU, which takes the state of rank 0's GPU (cuda:0)."""
+    set_rng_state(state)
+    if ranks.distributed and device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state(state["cuda"][0].cpu(), device)
+
+
+def share_rng_of_rank0(ranks: Ranks, device: torch.device) -> None:
+    """Every rank takes rank 0's random state (after work rank 0 did alone); a no-op in one process."""
+    if ranks.distributed:
+        state = from_rank0(rng_state() if ranks.main else None, ranks)
+        if not ranks.main:
+            set_rank_rng_state(state, ranks, device)
+
+
+def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The mean of a scalar over the ranks (the global batch's loss from the ranks' losses); one all-reduce."""
+    if not ranks.distributed:
+        return value
+    value = value.detach().float().clone()
+    torch.distributed.all_reduce(value)  # sum: gloo has no average
+    return value / ranks.world_size
+
+
+def first_over_ranks(step: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The smallest of the ranks' step numbers, -1 meaning none (the first non-finite loss on any rank), so that
+    every rank stops at the same check; one all-reduce."""
+    if not ranks.distributed:
+        return step
+    never = torch.iinfo(torch.int64).max
+    first = torch.where(step < 0, never, step)
+    torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+    return torch.where(first == never, -1, first)
+
+
 # ---------------------------------------------------------------------------------------------- W&B
 
 
@@ -239,6 +379,19 @@ def start_wandb(cfg, output_dir: Path, run_info: dict, run_id: str):
         name=cfg.wandb.name or output_dir.name, tags=cfg.wandb.tags, dir=str(output_dir), id=run_id,
         resume="allow", config={**cfg.to_dict(), **run_info},
     )
+
+
+class NoRun:
+    """What ranks other than 0 hold in place of a W&B run: they log nothing."""
+
+    def __init__(self):
+        self.summary = {}
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
 
 
 def log_video(run, path: str | Path, step: int | None = None) -> None:

@@ -10,6 +10,16 @@ and checkpoints) -> final evaluation. Everything lands in `output_dir`: checkpoi
 (written atomically), eval.json, videos/, training_curve.png and the W&B run files (wandb/).
 Killed runs continue exactly where their last checkpoint left off when started again with the same
 output_dir (model, EMA, optimizer, LR schedule, step, data order and RNG states).
+
+Several GPUs: `torchrun --nproc_per_node N train.py ...` (several machines: add --nnodes, --node_rank and
+--rdzv_endpoint) trains with DistributedDataParallel, NCCL on GPUs and gloo on CPUs (runlib, "data parallel").
+training.batch_size is the global batch: each rank trains on its 1/N share of the windows one process would use
+at that step, and every per-sample random draw is the global batch's (policy/batch_share.py), so the weights are
+those of a one-process run with the same batch, up to float rounding; the learning rate is used as configured
+(never rescaled). Rank 0 alone prints, writes files (checkpoints, eval.json, videos, curve, W&B) and computes the
+validation loss and the closed-loop evaluations, with the episodes one process would run, so its numbers do not
+depend on the number of GPUs; the others wait for it, then take its random state. Every rank holds the whole
+training set (on its GPU with training.data_on_device). A plain `python train.py` starts no process group.
 """
 
 from __future__ import annotations
@@ -32,15 +42,18 @@ from config import SAMPLING_FIELDS, Config, check_policy_config, parse_overrides
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
-from runlib import (REPO, code_version, load_checkpoint, log_video, pick_device, rng_state,  # noqa: E402
-                    run_evaluation, save_checkpoint, score_line, seed_everything, set_rng_state, set_torch_threads,
-                    ThreadGovernor, start_wandb, threads_default, to_device)
+from policy.batch_share import batch_share  # noqa: E402
+from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, code_version, cpu_share,  # noqa: E402
+                    data_parallel, first_over_ranks, from_rank0, load_checkpoint, log_video, mean_over_ranks,
+                    rng_state, run_evaluation, save_checkpoint, score_line, seed_everything, set_rank_rng_state,
+                    set_torch_threads, share_rng_of_rank0, start_distributed, start_wandb, threads_default, to_device)
 
 # ---------------------------------------------------------------------------------------------- data
 
 
-def default_dataset(cfg: Config, task: Task) -> Path:
-    """The embedded default: scripted Push-T demonstrations, generated once into outputs/data/."""
+def default_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> Path:
+    """The embedded default: scripted Push-T demonstrations, generated once into outputs/data/ (under torchrun by
+    the first process of each machine, the others waiting)."""
     from demos.pusht import generate
 
     if task.robomimic_env:
@@ -50,17 +63,18 @@ def default_dataset(cfg: Config, task: Task) -> Path:
             "demos.robomimic lift --out lift.hdf5` first (README, robomimic tasks)")
 
     path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
-    if not path.exists():
+    if not path.exists() and ranks.local_rank == 0:
         print(f"generating {cfg.default_demos} scripted Push-T demonstrations into {path} (once)")
         tmp = path.with_name(path.name + ".tmp")
         generate(tmp, cfg.default_demos, first_seed=0, overwrite=True)
         os.replace(tmp, path)
+    barrier(ranks)
     return path
 
 
-def bind_dataset(cfg: Config, task: Task) -> tuple[Path, Task]:
+def bind_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> tuple[Path, Task]:
     """The dataset path, and the task bound to the dataset's metadata (robomimic: env_meta, action kind)."""
-    path = Path(cfg.dataset_path) if cfg.dataset_path else default_dataset(cfg, task)
+    path = Path(cfg.dataset_path) if cfg.dataset_path else default_dataset(cfg, task, ranks)
     with ReplayBuffer.open(path) as rb:
         task = task.for_dataset(rb.attrs, str(path))
         task.check_dataset(rb.keys, str(path), shapes={k: rb.shape(k)[1:] for k in rb.keys})
@@ -166,17 +180,21 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def train(cfg: Config) -> dict:
     task = get_task(cfg.task)
-    device = pick_device(cfg.device)
-    threads = set_torch_threads(cfg.training.threads)
+    # Under torchrun: the process group, this rank's GPU (or the CPU); a plain run: one process (ranks.main).
+    ranks, device = start_distributed(cfg.device, cfg.training.batch_size, cfg.training.dist_timeout_s)
+    say = print if ranks.main else lambda *args, **kwargs: None  # rank 0 alone prints
+    threads = set_torch_threads(cfg.training.threads, cpu_share(ranks))
     # Without an explicit training.threads, follow what other jobs leave free while training (checked at logs).
-    governor = ThreadGovernor(threads_default()) if cfg.training.threads is None and device.type == "cpu" else None
+    governor = ThreadGovernor(cpu_share(ranks) or threads_default()) \
+        if cfg.training.threads is None and device.type == "cpu" else None
     output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # every rank the same: one random state for all ranks (policy/batch_share.py)
 
     # The dataset can change the task (robomimic: environment metadata, absolute or relative actions).
-    data_path, task = bind_dataset(cfg, task)
+    data_path, task = bind_dataset(cfg, task, ranks)
     # Policy config next: its horizons shape the data windows.
     spec = get_spec(cfg.policy)
     policy_cfg = check_policy_config(cfg, task)
@@ -192,8 +210,9 @@ def train(cfg: Config) -> dict:
 
     warmup = cfg.training.warmup_steps if cfg.training.warmup_steps is not None else policy_cfg.lr_warmup_steps
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, cfg.training.steps)
-    ema = EMA(policy, power=cfg.training.ema_power, max_decay=cfg.training.ema_max_decay) if cfg.training.use_ema \
-        else None
+    # The EMA weights serve rank 0's validation, evaluations and checkpoints: the other ranks keep none.
+    ema = EMA(policy, power=cfg.training.ema_power, max_decay=cfg.training.ema_max_decay) \
+        if cfg.training.use_ema and ranks.main else None
     if cfg.training.compile:
         # The noise network's forward through torch.compile (CUDA graphs on CUDA): the parameters stay the same
         # objects, so checkpoints, the optimizer and the EMA copy (made above, uncompiled: it evaluates) are
@@ -207,8 +226,10 @@ def train(cfg: Config) -> dict:
 
     step, best_score, history = 0, -math.inf, []
     run_id = f"{output_dir.name}-{int(time.time())}"
-    if cfg.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path)  # to the CPU (RNG states must stay there); load_state_dict moves the rest
+    # Rank 0 reads the checkpoint and sends it to the other ranks (their machines need not see output_dir); to the
+    # CPU (RNG states must stay there), load_state_dict moves the rest.
+    ckpt = from_rank0(load_checkpoint(last_path) if cfg.resume and ranks.main and last_path.exists() else None, ranks)
+    if ckpt is not None:
         if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
             raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
                                   f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
@@ -218,7 +239,7 @@ def train(cfg: Config) -> dict:
         if changed:  # e.g. another network size: the weights would not fit, or would mean something else
             raise CheckpointError(f"{last_path}: its {cfg.policy} has another configuration than this run's "
                                   f"(saved vs now: {changed}); use another output_dir or resume=false")
-        finished = finished_run(output_dir, ckpt, cfg)
+        finished = from_rank0(finished_run(output_dir, ckpt, cfg) if ranks.main else None, ranks)
         if finished is not None:
             return finished
         policy.load_state_dict(ckpt["policy"])
@@ -227,20 +248,32 @@ def train(cfg: Config) -> dict:
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
         step, best_score, history, run_id = ckpt["step"], ckpt["best_score"], ckpt["history"], ckpt["wandb_run_id"]
-        set_rng_state(ckpt["rng"])
-        print(f"resumed from {last_path} at step {step}")
+        set_rank_rng_state(ckpt["rng"], ranks, device)
+        say(f"resumed from {last_path} at step {step}")
+        if ckpt.get("world_size", 1) != ranks.world_size:
+            was, now, batch = ckpt.get("world_size", 1), ranks.world_size, cfg.training.batch_size
+            say(f"warning: {last_path} was trained by {was} process(es), this run has {now}: the global batch "
+                f"(training.batch_size={batch}), the windows of every step, the per-sample random draws and the "
+                f"learning rate stay the same; each process's share goes from {batch // was} to {batch // now} "
+                "windows (memory and speed per GPU change) and gradients are summed in another order, so the run "
+                "continues the same optimization up to float rounding, not bit for bit (dropout masks, where a "
+                "policy has dropout, are drawn anew)", file=sys.stderr)
 
     run_info = {"dataset": {k: v for k, v in data_info.items() if not k.endswith("_episodes")},
                 "normalizer_stats": {k: {s: v.tolist() for s, v in st.items()} for k, st in normalizer.stats().items()},
                 "code_version": code_version(), "n_parameters": n_params,
                 "classes": {"policy": f"{spec.policy_class.__module__}.{spec.policy_class.__name__}",
                             "task": cfg.task, "env": task.env_id}}
-    print(f"task {cfg.task} ({task.env_id}, obs {task.obs_shapes}), policy {cfg.policy} "
-          f"({run_info['classes']['policy']}, {n_params / 1e6:.2f}M parameters) on {device}"
-          f"{f', {threads} CPU thread(s)' if device.type == 'cpu' else ''}")
-    print(f"data {data_info['path']}: {data_info['n_episodes']} episodes, {len(train_set)} training windows; "
-          f"output {output_dir}")
-    run = start_wandb(cfg, output_dir, run_info, run_id)
+    say(f"task {cfg.task} ({task.env_id}, obs {task.obs_shapes}), policy {cfg.policy} "
+        f"({run_info['classes']['policy']}, {n_params / 1e6:.2f}M parameters) on {device}"
+        f"{f', {threads} CPU thread(s)' if device.type == 'cpu' else ''}")
+    say(f"data {data_info['path']}: {data_info['n_episodes']} episodes, {len(train_set)} training windows; "
+        f"output {output_dir}")
+    if ranks.distributed:
+        say(f"data parallel: {ranks.world_size} process(es) ({torch.distributed.get_backend()}), global batch "
+            f"{cfg.training.batch_size} = {ranks.world_size} x {cfg.training.batch_size // ranks.world_size}, "
+            f"learning rate {lr_scheduler.base_lrs[0]:g} as configured (not rescaled)")
+    run = start_wandb(cfg, output_dir, run_info, run_id) if ranks.main else NoRun()
 
     def checkpoint_state() -> dict:
         return {"config": cfg.to_dict(), "task": cfg.task, "task_spec": task.spec(), "policy_name": cfg.policy,
@@ -248,7 +281,8 @@ def train(cfg: Config) -> dict:
                 "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
                 "lr_scheduler": lr_scheduler.state_dict(), "step": step, "best_score": best_score,
                 "history": history, "rng": rng_state(), "wandb_run_id": run_id, "dataset": data_info,
-                "normalizer_stats": run_info["normalizer_stats"], "code_version": run_info["code_version"]}
+                "normalizer_stats": run_info["normalizer_stats"], "code_version": run_info["code_version"],
+                "world_size": ranks.world_size}
 
     def log(entry: dict) -> None:
         history.append(entry)
@@ -270,17 +304,20 @@ def train(cfg: Config) -> dict:
         return result
 
     use_bf16 = cfg.training.bf16 and device.type == "cuda"
-    sampler = StepBatches(len(train_set), cfg.training.batch_size, cfg.seed, step, cfg.training.steps)
+    sampler = StepBatches(len(train_set), cfg.training.batch_size, cfg.seed, step, cfg.training.steps, ranks.rank,
+                          ranks.world_size)  # this rank's share of each step's global batch
     if data_on_device(cfg, train_set, device):
         # The whole dataset on the accelerator: a batch is one gather there (same windows as the loader's).
         device_set = train_set.to(device)
         batches = (device_set.__getitems__(indices) for indices in sampler)
-        print(f"data on {device}: {device_set.nbytes() / 2**20:.0f} MiB")
+        say(f"data on {device}: {device_set.nbytes() / 2**20:.0f} MiB{' per rank' if ranks.distributed else ''}")
     else:
         batches = make_loader(train_set, cfg.training.batch_size, shuffle=True, num_workers=cfg.training.num_workers,
                               pin_memory=device.type == "cuda", batch_sampler=sampler)
+    model = data_parallel(policy, ranks, device)  # the policy, or the policy in DistributedDataParallel
     policy.train()
     result = None
+
     def due(step: int, every: int) -> bool:
         """Periodic work: every `every` steps (0: only at the last step) and always at the last step."""
         return step == cfg.training.steps or (every > 0 and step % every == 0)
@@ -294,7 +331,7 @@ def train(cfg: Config) -> dict:
 
     def check_finite() -> None:
         nonlocal checked_step
-        bad = int(first_bad_step)
+        bad = int(first_over_ranks(first_bad_step, ranks))  # the first on any rank: every rank stops
         if bad >= 0:
             good = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was saved yet"
             raise TrainingError(f"non-finite loss (nan or inf) at step {bad}, found at step {step} (losses are checked "
@@ -302,12 +339,14 @@ def train(cfg: Config) -> dict:
                                 f"unchecked); stopping ({good})")
         checked_step = step
 
-    bar = tqdm(total=cfg.training.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.training.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not ranks.main)
     last_time, last_step = time.perf_counter(), step
     for batch in batches:
         batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = policy.compute_loss(batch)["loss"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16), \
+                batch_share(ranks.rank, ranks.world_size):
+            loss = model(batch)["loss"]  # compute_loss
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step_on_device,
                                      first_bad_step)
         step_on_device += 1
@@ -330,18 +369,23 @@ def train(cfg: Config) -> dict:
             if governor is not None:
                 governor.update()
             now = time.perf_counter()
-            log({"step": step, "train/loss": loss.item(), "train/grad_norm": float(grad_norm),
+            train_loss = mean_over_ranks(loss, ranks).item()  # the global batch's loss
+            log({"step": step, "train/loss": train_loss, "train/grad_norm": float(grad_norm),
                  "train/lr": lr_scheduler.get_last_lr()[0], "train/steps_per_s": (step - last_step) / (now - last_time)})
             last_time, last_step = now, step
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if periodic[1]:
+            bar.set_postfix(loss=f"{train_loss:.4f}")
+        if periodic[1] and ranks.main:
             log({"step": step, "val/loss": validation_loss(ema.averaged if ema else policy, val_set, cfg, device)})
             policy.train()
-        if periodic[2]:
+        if periodic[2] and ranks.main:
             evaluate_now(f"step_{step}")
-        if periodic[3]:
+        if periodic[1] or periodic[2]:
+            share_rng_of_rank0(ranks, device)  # the other ranks wait for rank 0 and take its random state
+        if periodic[3] and ranks.main:
             save_checkpoint(last_path, checkpoint_state())
     bar.close()
+    if not ranks.main:  # done: wait for rank 0's final evaluation and files, and return its summary
+        return from_rank0(None, ranks)
 
     result = evaluate_now("final")
     save_checkpoint(last_path, checkpoint_state())
@@ -355,7 +399,7 @@ def train(cfg: Config) -> dict:
     print(f"final: {score_line(result)}")
     print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'final'}; "
           f"curve: {output_dir / 'training_curve.png'}; checkpoints: {last_path.parent}")
-    return summary
+    return from_rank0(summary, ranks)
 
 
 @torch.no_grad()

@@ -8,7 +8,9 @@ RuntimeError), so `except ValueError` keeps working.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Callable
 
 
@@ -39,6 +41,17 @@ def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = Non
     try:
         status = command(sys.argv[1:] if argv is None else argv)
     except (StackError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     return status if isinstance(status, int) else 0
+
+
+def print_error(error: Exception, grace_s: float = 3.0) -> None:
+    """`error: <message>` on stderr, once per torchrun launch (train.py on several processes, RANK set): every
+    rank meets the same bad argument, so rank 0 prints it and another rank prints it (its rank named) only when it
+    is still running `grace_s` later. torchrun stops every process as soon as one exits with an error, so an error
+    that only some ranks meet (a dataset missing on one machine) is still shown, and a shared one is shown once."""
+    rank = int(os.environ.get("RANK") or 0)
+    if rank:
+        time.sleep(grace_s)
+    print(f"error: {f'[rank {rank}] ' if rank else ''}{error}", file=sys.stderr)
