@@ -15,6 +15,10 @@ name) and `output_dir=` the parent of the runs (default: outputs/compare/<group>
 `<policy>.key=value` only to that policy's runs (`lstm_gmm.policy.rnn_hidden_dim=32`: `policy.*` fields
 differ between policies). A run whose dir already holds a finished eval.json is collected, not trained
 again (its saved config must match the requested one); an unfinished one resumes where it stopped.
+`parallel=N` trains N runs at a time, each a `python train.py ...` process of its own writing everything it
+prints to <run dir>/train.log, with its share of the CPU cores as torch threads (unless training.threads= is
+given) and, on a machine with GPUs, a GPU of its own (run slot i sees GPU i mod the GPU count). Default: one run
+per GPU, or without GPUs one per 4 CPU cores; 1 (2-3 cores) trains the runs one after the other in this process.
 
 `report`: each PATH is a run's output dir or any folder above run dirs (searched recursively), or with
 `--source wandb` a .wandb file or any folder above them. Runs are grouped by W&B group and task, with one
@@ -32,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import struct
 import sys
 import zlib
@@ -405,7 +410,7 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
             raise CompareError(f"bad argument {arg!r}: expected key=value (e.g. seeds=0,1,2)")
         key, value = arg.split("=", 1)
         head = key.split(".", 1)[0]
-        if key in ("policies", "seeds", "group", "output_dir"):
+        if key in ("policies", "seeds", "group", "output_dir", "parallel"):
             special[key] = value
         elif key in ("policy", "seed", "wandb.group"):
             raise CompareError(f"{key}= is set per run by compare.py; use policies=, seeds= or group=")
@@ -439,12 +444,90 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
     return out_dir, plan
 
 
+CORES_PER_RUN = 4  # CPU cores per run when compare.py runs them in parallel without GPUs
+
+
+def parallel_runs(argv: list[str]) -> int:
+    """`parallel=N` of `run`'s arguments, or the default: one run per GPU, else one per CORES_PER_RUN cores."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("parallel=")]
+    if given:
+        try:
+            n = int(given[-1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise CompareError(f"parallel={given[-1]}: expected a positive number of runs at a time")
+        return n
+    import torch
+
+    return torch.cuda.device_count() or max(1, (os.cpu_count() or 1) // CORES_PER_RUN)
+
+
+def train_in_parallel(todo: list[tuple[object, list[str]]], parallel: int) -> list[str]:
+    """Train the (config, train.py overrides) runs in `parallel` processes at a time; the output dirs that failed.
+
+    Each run prints into <run dir>/train.log (appended, so a resumed run keeps the log of its first start). Several
+    torch processes whose threads outnumber the cores slow each other down many times over (runlib.set_torch_threads):
+    each gets cores / parallel threads; each slot gets its own GPU when there are GPUs.
+    """
+    import subprocess
+    import time
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    waiting, running, failed = list(enumerate(todo)), {}, []  # running: slot -> (process, config, log path, start)
+    try:
+        while waiting or running:
+            for slot in [s for s in range(parallel) if s not in running][:len(waiting)]:
+                i, (cfg, overrides) = waiting.pop(0)
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                env.pop("WANDB_SERVICE", None)  # each run its own W&B service
+                extra = [] if cfg.training.threads else [f"training.threads={threads}"]
+                where = f"{threads} CPU thread(s)"
+                if gpus and cfg.device in ("auto", "cuda"):
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                    where = f"GPU {slot % gpus}, " + where
+                log_path = Path(cfg.output_dir) / "train.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(log_path, "a") as log:
+                    log.write(f"# compare.py: python train.py {' '.join([*overrides, *extra])}\n")
+                    log.flush()
+                    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *overrides, *extra],
+                                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                running[slot] = (process, cfg, log_path, time.monotonic())
+                print(f"[{i + 1}/{len(todo)}] training {cfg.policy} seed {cfg.seed} -> {cfg.output_dir} ({where}; "
+                      f"log: {log_path})")
+            time.sleep(0.5)
+            for slot, (process, cfg, log_path, start) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[slot]
+                minutes = (time.monotonic() - start) / 60
+                if process.returncode == 0:
+                    print(f"done: {cfg.output_dir} ({minutes:.1f} min)")
+                    continue
+                lines = log_path.read_text(errors="replace").splitlines()
+                said = [line for line in lines if line.startswith("error:")] or lines[-1:] or [""]
+                print(f"error: {cfg.output_dir}: train.py exited with status {process.returncode} after "
+                      f"{minutes:.1f} min: {said[-1]} (log: {log_path})", file=sys.stderr)
+                failed.append(cfg.output_dir)
+    finally:  # interrupted: stop the runs this process started (each resumes from its last checkpoint later)
+        for process, *_ in running.values():
+            process.terminate()
+        for process, *_ in running.values():
+            process.wait()
+    return failed
+
+
 def command_run(argv: list[str]) -> int:
     from config import parse_overrides
     from runlib import load_checkpoint
     from train import train
 
     out_dir, plan = plan_runs(argv)
+    parallel = parallel_runs(argv)
     # A finished run is reused only if it is the run asked for: check them all before training any.
     todo = []
     for policy, seed, overrides in plan:
@@ -457,15 +540,19 @@ def command_run(argv: list[str]) -> int:
                                    "delete it or choose another output_dir")
             print(f"{run_dir}: finished, collected (not trained again)")
         else:
-            todo.append(cfg)
+            todo.append((cfg, overrides))
     failed = []
-    for i, cfg in enumerate(todo):
-        print(f"[{i + 1}/{len(todo)}] training {cfg.policy} seed {cfg.seed} -> {cfg.output_dir}")
-        try:
-            train(cfg)
-        except TrainingError as e:  # one diverged seed should not throw away the others
-            print(f"error: {cfg.output_dir}: {e}", file=sys.stderr)
-            failed.append(cfg.output_dir)
+    if parallel > 1 and len(todo) > 1:
+        print(f"training {len(todo)} runs, {min(parallel, len(todo))} at a time")
+        failed = train_in_parallel(todo, parallel)
+    else:  # one after the other, in this process
+        for i, (cfg, _) in enumerate(todo):
+            print(f"[{i + 1}/{len(todo)}] training {cfg.policy} seed {cfg.seed} -> {cfg.output_dir}")
+            try:
+                train(cfg)
+            except TrainingError as e:  # one diverged seed should not throw away the others
+                print(f"error: {cfg.output_dir}: {e}", file=sys.stderr)
+                failed.append(cfg.output_dir)
     run_dirs = [Path(parse_overrides(o).output_dir) for _, _, o in plan]
     runs, unfinished = collect_local([d for d in run_dirs if d.exists()])
     unfinished += [str(d) for d in run_dirs if not d.exists()]

@@ -178,3 +178,28 @@ def test_policy_scoped_overrides_reach_only_their_policy(tmp_path):
     unet, lstm = (o for _, _, o in plan)
     assert "policy.rnn_hidden_dim=8" in lstm and "policy.rnn_hidden_dim=8" not in unet
     assert f"output_dir={tmp_path / 'lstm_gmm_seed3'}" in lstm and "wandb.group=" + tmp_path.name in lstm
+
+
+def test_parallel_runs_are_the_same_runs_with_a_log_each(compared, demos, tmp_path, capsys):
+    """parallel=2: each run a train.py process of its own (one CPU thread each here) printing into its train.log;
+    the runs (weights, evaluations) are those trained one after the other in this process, and so is the report."""
+    import torch
+
+    out, _ = compared
+    argv = ["run", "policies=lstm_gmm", f"seeds={','.join(map(str, SEEDS))}", f"group={GROUP}",
+            f"output_dir={tmp_path}", f"dataset_path={demos}", "parallel=2",
+            *[a for a in TINY if not a.startswith("diffusion_unet.")]]
+    assert compare.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "training 2 runs, 2 at a time" in printed
+    for seed in SEEDS:
+        run_dir, alone = tmp_path / f"lstm_gmm_seed{seed}", out / f"lstm_gmm_seed{seed}"
+        assert f"log: {run_dir / 'train.log'}" in printed and f"done: {run_dir}" in printed
+        log = (run_dir / "train.log").read_text()
+        assert "# compare.py: python train.py" in log and "final: mean max reward" in log
+        a, b = (runlib.load_checkpoint(d / "checkpoints" / "last.pt")["policy"] for d in (run_dir, alone))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert evaluations(run_dir) == evaluations(alone)
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["policy"]: row for row in json.loads((out / "report.json").read_text())["groups"][0]["policies"]}
+    assert report["groups"][0]["policies"] == [rows["lstm_gmm"]]
