@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent
 
 # Config keys that may differ between a finished run and a new request without changing its results.
 IGNORED_CONFIG_KEYS = {"wandb", "device", "resume", "checkpoint", "training.threads", "training.num_workers",
-                       "training.data_on_device",
+                       "training.data_on_device", "training.dist_timeout_s",
                        "eval.vector", "eval.n_envs", "eval.n_videos", "eval.video_size", "output_dir"}
 
 
