@@ -5,8 +5,8 @@ This package imports nothing from the project, so `envs/`, `datasets/`, `policy/
 depend on it without depending on each other.
 """
 
-from .errors import CheckpointError, ConfigError, DataError, StackError, TrainingError, run_cli
+from .errors import CheckpointError, ConfigError, DataError, EnvError, StackError, TrainingError, run_cli
 from .observations import is_image_shape
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "StackError", "TrainingError", "is_image_shape",
+__all__ = ["CheckpointError", "ConfigError", "DataError", "EnvError", "StackError", "TrainingError", "is_image_shape",
            "run_cli"]

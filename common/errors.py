@@ -34,12 +34,18 @@ class TrainingError(StackError, RuntimeError):
     """A run that cannot go on (e.g. a non-finite loss): the message says where and what was kept."""
 
 
+class EnvError(StackError, ValueError):
+    """An action, reset state or setting that an environment cannot take: the message names the value and what
+    the environment expects."""
+
+
 def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
     """Run `command(argv)` (default argv: the process's arguments) and return its exit status: the command's own
     if it returns an int, else 0. Bad input (any StackError, or a file that does not exist) prints one line,
-    `error: <message>`, and returns 2. Anything else is a bug and keeps its traceback."""
+    `error: <message>`, and returns 2; so does an OSError about a file (permission denied, no space left, a
+    read-only file system: `<file>: <reason>`). Anything else is a bug and keeps its traceback."""
     try:
-        status = command(sys.argv[1:] if argv is None else argv)
+        status = _call(command, sys.argv[1:] if argv is None else argv)
     except (StackError, FileNotFoundError) as e:
         print_error(e)
         return 2
@@ -55,3 +61,20 @@ def print_error(error: Exception, grace_s: float = 3.0) -> None:
     if rank:
         time.sleep(grace_s)
     print(f"error: {f'[rank {rank}] ' if rank else ''}{error}", file=sys.stderr)
+
+
+def _call(command: Callable[[list[str]], object], argv: list[str]):
+    """`command(argv)`, with an OSError that names a file (one the machine refused: permissions, a full disk, a
+    read-only file system) turned into a StackError naming it (an OSError naming no file stays a bug); progress
+    bars still open when it ends are closed, so that an error starts a line of its own."""
+    try:
+        return command(argv)
+    except OSError as e:
+        if e.filename is None or isinstance(e, StackError):
+            raise
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        raise StackError(f"{where}: {e.strerror or e}") from e
+    finally:
+        tqdm = sys.modules.get("tqdm")
+        for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+            bar.close()

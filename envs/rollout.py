@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common import TrainingError
+
 from .tasks import Task
 from .video import save_video
 
@@ -174,6 +176,11 @@ def evaluate(
                     for k in history[0]
                 }
                 chunk = policy.predict_action(batch, **(predict_kwargs or {})).float().cpu().numpy()  # (n, Ta, Da)
+                bad = ~np.isfinite(chunk.reshape(n, -1)).all(axis=1) & ~done
+                if bad.any():
+                    raise TrainingError(f"the policy returned NaN or inf actions for evaluation seed(s) "
+                                        f"{[seeds[i] for i in np.flatnonzero(bad)][:5]} at step {int(length.max())}; "
+                                        "expected finite actions (are its weights or normalizer statistics finite?)")
                 for t in range(chunk.shape[1]):
                     obs, reward, terminated, truncated, info = envs.step(chunk[:, t])
                     active = ~done

@@ -14,7 +14,9 @@ Observations (`obs_type`):
     "image":     {"image": (S, S, 3) uint8 RGB, "agent_pos": (2,) float64}, S = image_size (96)
 
 Action: (2,) absolute target position of the agent in pixels. Values outside [0, 512] are clipped to the
-workspace; NaN, infinite or wrongly shaped actions raise ValueError.
+workspace; NaN, infinite, boolean or wrongly shaped actions raise `common.EnvError` (a ValueError, and the
+project's error for bad input, so entry points print it on one line), as do bad `reset_to_state` options and
+constructor arguments.
 
 Reward: clip(coverage / 0.95, 0, 1), coverage = area(T intersect goal) / area(goal).
 `terminated` when coverage > 0.95 (`info["is_success"]`); `truncated` after `max_episode_steps` (300).
@@ -29,6 +31,8 @@ import numpy as np
 import pymunk
 import shapely
 from gymnasium import spaces
+
+from common import EnvError
 
 from .render import WINDOW_SIZE, PushTRenderer
 
@@ -108,14 +112,14 @@ class PushTEnv(gym.Env):
     ):
         super().__init__()
         if obs_type not in OBS_TYPES:
-            raise ValueError(f"unknown obs_type {obs_type!r}; valid obs_type values are {', '.join(OBS_TYPES)}")
+            raise EnvError(f"unknown obs_type {obs_type!r}; valid obs_type values are {', '.join(OBS_TYPES)}")
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"unknown render_mode {render_mode!r}; valid: 'rgb_array' or None")
+            raise EnvError(f"unknown render_mode {render_mode!r}; valid: 'rgb_array' or None")
         for name, value in (("render_size", render_size), ("image_size", image_size)):
             if not isinstance(value, (int, np.integer)) or value < 8:
-                raise ValueError(f"{name} must be an integer >= 8, got {value!r}")
+                raise EnvError(f"{name} must be an integer >= 8, got {value!r}")
         if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
+            raise EnvError(f"max_episode_steps must be a positive integer or None, got {max_episode_steps!r}")
         self.obs_type = obs_type
         self.render_mode = render_mode
         self.render_size = int(render_size)
@@ -207,11 +211,11 @@ class PushTEnv(gym.Env):
             try:
                 state = np.asarray(state, dtype=np.float64)
             except (TypeError, ValueError) as e:
-                raise ValueError(expected) from e
+                raise EnvError(expected) from e
             if state.shape != (5,) or not np.all(np.isfinite(state)):
-                raise ValueError(expected)
+                raise EnvError(expected)
             if not np.all((state[:4] >= 0) & (state[:4] <= WINDOW_SIZE)):
-                raise ValueError(expected)
+                raise EnvError(expected)
         else:
             rs = self._legacy_rng
             state = np.array(
@@ -236,14 +240,14 @@ class PushTEnv(gym.Env):
     def _check_action(self, action) -> tuple[float, float]:
         try:
             if np.asarray(action).dtype == bool:  # True/False would silently become pixel 1/0
-                raise ValueError("booleans")
+                raise EnvError("booleans")
             a = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"action must be 2 numbers (target x, y in pixels), got {action!r}") from e
+            raise EnvError(f"action must be 2 numbers (target x, y in pixels), got {action!r}") from e
         if a.shape != (2,):
-            raise ValueError(f"action must have shape (2,) (target x, y in pixels), got shape {a.shape}")
+            raise EnvError(f"action must have shape (2,) (target x, y in pixels), got shape {a.shape}")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a.tolist()}")
+            raise EnvError(f"action must be finite, got {a.tolist()}")
         # Targets outside the workspace are clipped to it (documented behaviour).
         return min(max(float(a[0]), 0.0), float(WINDOW_SIZE)), min(max(float(a[1]), 0.0), float(WINDOW_SIZE))
 

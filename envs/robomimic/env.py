@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
-from common import DataError, is_image_shape
+from common import DataError, EnvError, is_image_shape
 
 from .compat import import_robomimic
 from .rotation import policy_to_env_action
@@ -187,11 +187,11 @@ class RobomimicEnv(gym.Env):
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
-            raise ValueError(f"{self.env_meta['env_name']}: action shape {action.shape}, expected "
-                             f"{self.action_space.shape} ({'absolute' if self.abs_action else 'relative'} actions, "
-                             f"{self.n_arms} arm(s))")
+            raise EnvError(f"{self.env_meta['env_name']}: action shape {action.shape}, expected "
+                           f"{self.action_space.shape} ({'absolute' if self.abs_action else 'relative'} actions, "
+                           f"{self.n_arms} arm(s))")
         if not np.all(np.isfinite(action)):
-            raise ValueError(f"{self.env_meta['env_name']}: action has non-finite values: {action}")
+            raise EnvError(f"{self.env_meta['env_name']}: action has non-finite values: {action}")
         if self.abs_action:
             action = policy_to_env_action(action)
         obs, _, _, _ = self._env.step(action)
