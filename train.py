@@ -77,7 +77,7 @@ def bind_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> tuple[Path,
     path = Path(cfg.dataset_path) if cfg.dataset_path else default_dataset(cfg, task, ranks)
     with ReplayBuffer.open(path) as rb:
         task = task.for_dataset(rb.attrs, str(path))
-        task.check_dataset(rb.keys, str(path), shapes={k: rb.shape(k)[1:] for k in rb.keys})
+        task.check_buffer(rb, str(path))  # keys, shapes, dtypes, at least one episode
     return path, task
 
 
@@ -92,7 +92,7 @@ def load_data(path: Path, cfg: Config, task: Task, policy_cfg) -> tuple[WindowDa
     check_finite_data(arrays, ends, path, val_idx)
     data = {**task.obs_from_dataset(arrays), "action": arrays[task.action_key]}
     windows = dict(horizon=policy_cfg.horizon, obs_horizon=policy_cfg.obs_horizon,
-                   action_horizon=policy_cfg.action_horizon, episode_ends=ends)
+                   action_horizon=policy_cfg.action_horizon, episode_ends=ends, name=str(path))
     obs_keys = list(task.obs_shapes)
     train = WindowDataset(data, obs_keys, episodes=train_idx, **windows)
     val = WindowDataset(data, obs_keys, episodes=val_idx, **windows) if len(val_idx) else None

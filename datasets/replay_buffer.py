@@ -88,6 +88,10 @@ class MissingKeyError(ReplayBufferError, KeyError):
         return str(self.args[0])
 
 
+class BufferExistsError(ReplayBufferError, FileExistsError):
+    """`create` on a path that exists, without overwrite (also a FileExistsError)."""
+
+
 def _find_group_prefix(names: Iterable[str], source: str) -> str:
     """The prefix of the replay-buffer group among a store's member names ('' for the root).
 
@@ -283,6 +287,10 @@ class ReplayBuffer:
                 raise ReplayBufferError(f"{path}: zip replay buffers cannot be appended to (zip members cannot be "
                                         "rewritten); write a directory store, or create a new .zip")
             if not zipfile.is_zipfile(path):
+                with open(path, "rb") as f:
+                    if f.read(8) == b"\x89HDF\r\n\x1a\n":
+                        raise ReplayBufferError(f"{path}: an HDF5 file, not a replay buffer; convert a robomimic hdf5 "
+                                                f"first: python -m demos.robomimic_hdf5 convert {path} OUT.zarr")
                 raise ReplayBufferError(f"{path}: not a zip file (truncated or corrupt?) nor a zarr directory")
             with zipfile.ZipFile(path) as zf:
                 prefix = _find_group_prefix(zf.namelist(), str(path))
@@ -331,7 +339,8 @@ class ReplayBuffer:
         for p in {path, target}:
             if p.exists():
                 if not overwrite:
-                    raise FileExistsError(f"{p}: already exists (pass overwrite=True to replace it)")
+                    raise BufferExistsError(f"{p}: already exists; expected a new path (or overwrite=True, "
+                                            "--overwrite on the command line, to replace it)")
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         store = _BloscCheckedStore(zarr.storage.LocalStore(target))
         root = zarr.open_group(store, mode="w", zarr_format=zarr_format)

@@ -41,6 +41,7 @@ class WindowDataset(Dataset):
     obs_keys: data keys returned under "obs" (first To steps of the window).
     horizon (Tp), obs_horizon (To), action_horizon (Ta): see the module docstring.
     episodes: episode indices to draw windows from (default: all), e.g. from `split_episodes`.
+    name: what error messages call a mapping of arrays (e.g. the file they were read from).
 
     ds[i] -> {"obs": {key: tensor (To, ...)}, "action": tensor (Tp, ...)}; ds.__getitems__(indices) gives the
     same with a leading batch dimension B. `ds.windows[i]` = (episode, start) of window i.
@@ -48,7 +49,8 @@ class WindowDataset(Dataset):
 
     def __init__(self, source: ReplayBuffer | Mapping[str, np.ndarray], obs_keys: Sequence[str],
                  action_key: str = "action", horizon: int = 16, obs_horizon: int = 2, action_horizon: int = 8,
-                 episodes: Sequence[int] | None = None, episode_ends: Sequence[int] | None = None):
+                 episodes: Sequence[int] | None = None, episode_ends: Sequence[int] | None = None,
+                 name: str = "<arrays>"):
         if isinstance(source, ReplayBuffer):
             if episode_ends is not None:
                 raise ValueError("episode_ends is taken from the ReplayBuffer; pass it only with a dict of arrays")
@@ -56,7 +58,7 @@ class WindowDataset(Dataset):
         else:
             if episode_ends is None:
                 raise ValueError("a dict of arrays needs episode_ends (cumulative exclusive ends, one per episode)")
-            rb = ReplayBuffer.from_arrays(source, episode_ends)
+            rb = ReplayBuffer.from_arrays(source, episode_ends, name)
         if not 1 <= obs_horizon <= horizon or action_horizon < 1 or obs_horizon - 1 + action_horizon > horizon:
             raise ValueError(f"{rb.source}: need 1 <= obs_horizon <= horizon and obs_horizon - 1 + action_horizon "
                              f"<= horizon (the executed actions must lie in the window); got horizon={horizon}, "
@@ -69,8 +71,9 @@ class WindowDataset(Dataset):
         self.image_keys = [k for k in self.obs_keys if is_image_shape(arrays[k].shape[1:])]
         for k in self.image_keys:
             if arrays[k].dtype != np.uint8:
-                raise ReplayBufferError(f"{rb.source}: images 'data/{k}' must be uint8 or floats holding whole "
-                                        f"numbers 0..255; got {arrays[k].dtype} with other values")
+                scaled = " (they look scaled to 0..1: store them times 255)" if arrays[k].max() <= 1 else ""
+                raise ReplayBufferError(f"{rb.source}: image observation {k!r} must be uint8 or floats holding "
+                                        f"whole numbers 0..255; got {arrays[k].dtype} with other values{scaled}")
         # float32 once here, not per batch (no copy when it already is)
         self._obs = {k: a if k in self.image_keys else a.astype(np.float32, copy=False) for k, a in arrays.items()
                      if k in self.obs_keys}
@@ -85,8 +88,9 @@ class WindowDataset(Dataset):
         lengths = rb.episode_lengths[self.episodes]
         self._episode_ends = rb.episode_ends
         if horizon > lengths.max():
-            raise ValueError(f"{rb.source}: horizon {horizon} is longer than every selected episode "
-                             f"(the longest has {lengths.max()} steps)")
+            raise ReplayBufferError(f"{rb.source}: horizon {horizon} is longer than every selected episode "
+                                    f"(the longest has {lengths.max()} steps); expected episodes of at least "
+                                    f"{horizon} steps, or a shorter policy.horizon")
         self.device: torch.device | None = None  # None: numpy arrays on the host (see `to`)
         self.windows, self._index = _window_tables(rb.episode_ends, self.episodes, horizon, obs_horizon,
                                                    action_horizon)

@@ -77,14 +77,42 @@ class Task:
             raise DataError(f"{source}: data key {self.action_key!r} has per-step shape {tuple(action_shape)}; "
                              f"task {self.name!r} expects ({self.action_dim},)")
 
+    def check_buffer(self, rb, source: str) -> None:
+        """`check_dataset` on a replay buffer, and what only its arrays tell: it holds at least one episode, the
+        task's arrays hold real numbers (not booleans, complex numbers or text), and the observations the task
+        builds from them have its shapes (e.g. pusht_keypoints: 9 keypoints (9, 2) and the agent position of
+        `state`, 20 numbers)."""
+        if rb.n_episodes == 0:
+            raise DataError(f"{source}: holds 0 episodes ('meta/episode_ends' is empty); task {self.name!r} needs at "
+                            "least one")
+        shapes = {k: tuple(rb.shape(k)[1:]) for k in rb.keys}
+        self.check_dataset(rb.keys, source, shapes=shapes)
+        for key in self.dataset_keys:
+            dtype = rb.array(key).dtype
+            if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+                raise DataError(f"{source}: data/{key} holds {dtype} values; task {self.name!r} expects numbers "
+                                "(floats, or integers such as uint8 images)")
+        keys = ", ".join(f"data/{k} {shapes[k]}" for k in self.dataset_keys)
+        try:
+            built = self.obs_from_dataset({k: np.zeros((1, *shapes[k]), rb.array(k).dtype) for k in self.dataset_keys})
+        except (ValueError, IndexError) as e:
+            raise DataError(f"{source}: task {self.name!r} cannot build its observations {dict(self.obs_shapes)} from "
+                            f"{keys}: {e}") from e
+        for key, expected in self.obs_shapes.items():
+            got = tuple(np.shape(built[key])[1:])
+            if got != tuple(expected):
+                raise DataError(f"{source}: task {self.name!r} builds observation {key!r} of per-step shape {got} from "
+                                f"{keys}; expected {tuple(expected)} (a dataset of another task?)")
+
     def for_dataset(self, attrs: dict, source: str) -> Task:
         """This task bound to a dataset's metadata (robomimic: env_meta and action kind; Push-T: unchanged)."""
         if not self.robomimic_env:
             return self
         meta = attrs.get("env_meta")
-        if meta is None:
-            raise DataError(f"{source}: no 'env_meta' attribute; task {self.name!r} needs a replay buffer written by "
-                             "`python -m demos.robomimic_hdf5 convert` (it stores the hdf5's env_args)")
+        if not isinstance(meta, dict) or not isinstance(meta.get("env_kwargs"), dict):
+            raise DataError(f"{source}: no 'env_meta' attribute with env_name and env_kwargs; task {self.name!r} needs "
+                            "a replay buffer written by `python -m demos.robomimic_hdf5 convert` (it stores the hdf5's "
+                            "env_args)")
         if meta.get("env_name") != self.robomimic_env:
             raise DataError(f"{source}: the dataset is for robosuite env {meta.get('env_name')!r}; task "
                              f"{self.name!r} is {self.robomimic_env!r}")

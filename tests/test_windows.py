@@ -116,7 +116,7 @@ def test_constructor_errors_name_the_problem(pusht_lowdim, pusht_images):
     with pytest.raises(ValueError, match="needs episode_ends"):
         WindowDataset({"state": np.zeros((3, 2))}, ["state"])
     arrays, ends = pusht_images
-    with pytest.raises(ReplayBufferError, match="images 'data/img' must be uint8"):
+    with pytest.raises(ReplayBufferError, match=r"image observation 'img' must be uint8 .* \(they look scaled to 0\.\.1"):
         WindowDataset({**arrays, "img": arrays["img"] / 255.0}, ["img"], episode_ends=ends)
 
 
