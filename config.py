@@ -274,12 +274,23 @@ def check_values(cfg: Config) -> None:
         ("wandb.mode", cfg.wandb.mode, cfg.wandb.mode in ("offline", "online", "disabled"),
          "offline, online or disabled"),
         ("default_demos", cfg.default_demos, cfg.default_demos >= 1, "a positive number of episodes"),
+        ("seed", cfg.seed, 0 <= cfg.seed < 2**32, "an integer in 0..2**32-1 (NumPy's seed range)"),
+        ("training.split_seed", t.split_seed, t.split_seed >= 0, "an integer >= 0"),
+        ("eval.seed", e.seed, e.seed is None or 0 <= e.seed <= 2**32 - e.n_episodes,
+         "None (the task's evaluation seeds) or a first seed in 0..2**32-1-n_episodes"),
+        ("dataset_path", cfg.dataset_path, cfg.dataset_path != "",
+         "a path (an unset shell variable?), or no dataset_path= for the embedded default"),
     ]
     for key, value, ok, expected in rules:
         if not ok:
             raise ConfigError(f"{key}={value!r}: expected {expected}")
     if cfg.output_dir and Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError(f"output_dir={cfg.output_dir!r} is a file; expected a directory (or a path to create)")
+    if cfg.output_dir:
+        above = next(p for p in Path(cfg.output_dir).absolute().parents if p.exists())
+        if not above.is_dir():
+            raise ConfigError(f"output_dir={cfg.output_dir!r} lies inside {str(above)!r}, which is a file; expected "
+                              "a directory (or a path to create)")
 
 
 def check_policy_config(cfg: Config, task=None):

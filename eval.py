@@ -21,8 +21,8 @@ from pathlib import Path
 from common import CheckpointError, ConfigError, run_cli
 from config import SAMPLING_FIELDS, config_from_dict, parse_overrides
 from envs.tasks import get_task
-from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, run_evaluation, score_line,
-                    seed_everything, set_torch_threads, start_wandb)
+from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, prepare_output_dir,
+                    run_evaluation, score_line, seed_everything, set_torch_threads, start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
 
@@ -58,7 +58,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     policy = policy_from_checkpoint(ckpt, checkpoint, config_overrides=policy_config).to(device)
 
     output_dir = Path(cfg.output_dir) if cfg.output_dir else Path(checkpoint).resolve().parent.parent / "eval"
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir)
     print(f"evaluating {checkpoint} (task {cfg.task}, policy {cfg.policy}, step {ckpt['step']}, "
           f"{policy.config.inference_scheduler if hasattr(policy.config, 'inference_scheduler') else ''}"
           f"{'-' + str(policy.config.num_inference_steps) if hasattr(policy.config, 'num_inference_steps') else ''})"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import CheckpointError, ConfigError
+from common import CheckpointError, ConfigError, TrainingError
 from datasets import Normalizer
 from envs.rollout import evaluate
 from policy import POLICIES, make_policy
@@ -155,19 +155,46 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 CHECKPOINT_KEYS = ("config", "task", "policy_name", "policy_config", "policy", "step")
+# What train.py needs to continue a run from a checkpoint, besides CHECKPOINT_KEYS.
+RESUME_KEYS = ("ema", "optimizer", "lr_scheduler", "best_score", "history", "rng", "wandb_run_id")
+
+
+def prepare_output_dir(path: Path, key: str = "output_dir") -> Path:
+    """Create `path` (and its parents) and check that files can be written in it, so that a directory that cannot
+    hold the results stops a run before any work rather than at its first checkpoint."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{key}={str(path)!r}: cannot write there ({e.strerror or e}"
+                          f"{': ' + str(e.filename) if e.filename and str(e.filename) != str(path) else ''}); "
+                          "expected a writable directory") from e
+    return path
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint, and a write that
+    fails (a full disk, a file size limit) leaves the previous checkpoint in place and stops with a TrainingError."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's writer reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise TrainingError(f"{path}: could not write the checkpoint ({reason}; is the disk full or the file size "
+                            f"limited?); {kept}; stopping") from e
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint, stopping with a message naming the file if it is missing, truncated or incomplete."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory; expected a checkpoint file (e.g. {path}/checkpoints/last.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -179,8 +206,16 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: not a checkpoint of this project (got a {type(ckpt).__name__})")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint is missing keys {missing}")
+        raise CheckpointError(f"{path}: checkpoint is missing keys {missing}; expected a checkpoint written by train.py")
     return ckpt
+
+
+def check_resumable(ckpt: dict, path: str | Path) -> None:
+    """A checkpoint that train.py can continue: it has RESUME_KEYS (optimizer, schedule, EMA, random state, ...)."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume from it: missing {missing} (a checkpoint of an older version of "
+                              "the code?); use another output_dir or resume=false, or evaluate it with eval.py")
 
 
 def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, config_overrides: dict | None = None):
@@ -196,6 +231,10 @@ def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, c
         raise CheckpointError(f"{path}: cannot build policy {ckpt['policy_name']!r} from its saved config"
                               f"{' with ' + str(config_overrides) if config_overrides else ''}: {e}") from e
     weights = ckpt["ema"]["averaged"] if use_ema and ckpt.get("ema") else ckpt["policy"]
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]!r}); expected "
+                              "finite weights (train.py never saves after a non-finite loss)")
     try:
         policy.load_state_dict(weights)
     except RuntimeError as e:

@@ -42,6 +42,7 @@ from config import SAMPLING_FIELDS, Config, check_policy_config, parse_overrides
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
+from runlib import check_resumable, prepare_output_dir  # noqa: E402
 from policy.batch_share import batch_share  # noqa: E402
 from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, code_version, cpu_share,  # noqa: E402
                     data_parallel, first_over_ranks, from_rank0, load_checkpoint, log_video, mean_over_ranks,
@@ -189,7 +190,7 @@ def train(cfg: Config) -> dict:
         if cfg.training.threads is None and device.type == "cpu" else None
     output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
     if ranks.main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        prepare_output_dir(output_dir)  # created and writable, before any data is read
     last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
     seed_everything(cfg.seed)  # every rank the same: one random state for all ranks (policy/batch_share.py)
 
@@ -230,6 +231,7 @@ def train(cfg: Config) -> dict:
     # CPU (RNG states must stay there), load_state_dict moves the rest.
     ckpt = from_rank0(load_checkpoint(last_path) if cfg.resume and ranks.main and last_path.exists() else None, ranks)
     if ckpt is not None:
+        check_resumable(ckpt, last_path)
         if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
             raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
                                   f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")

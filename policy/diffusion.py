@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .base import Policy, PolicyConfigBase
 from .batch_share import per_sample
 from .nets.transformer import TransformerForDiffusion
-from .nets.unet1d import ConditionalUnet1D, check_unet_horizon
+from .nets.unet1d import ConditionalUnet1D, check_unet_shape
 from .sampling import Sampler, build_sampler
 
 NETWORKS = ("unet", "transformer")
@@ -80,7 +80,7 @@ class DiffusionConfig(PolicyConfigBase):
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
         self.check_common()
         if self.network == "unet":
-            check_unet_horizon(self.horizon, self.down_dims)
+            check_unet_shape(self.horizon, self.down_dims, self.n_groups)
         if self.prediction_type not in ("epsilon", "sample"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
         if self.inference_scheduler not in ("ddpm", "ddim"):

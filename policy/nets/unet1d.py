@@ -27,6 +27,16 @@ import torch
 from torch import Tensor, nn
 
 
+def check_unet_shape(horizon: int, down_dims: Sequence[int], n_groups: int) -> None:
+    """Raise ValueError if a UNet cannot be built with these down_dims and n_groups, or cannot take windows of
+    ``horizon`` steps (DiffusionConfig checks this when a command line is parsed, the network when it is built)."""
+    if not down_dims or min(down_dims) < 1:
+        raise ValueError(f"down_dims must hold at least one positive channel count, got {list(down_dims)}")
+    if n_groups < 1 or any(d % n_groups for d in down_dims):
+        raise ValueError(f"every entry of down_dims {list(down_dims)} must be divisible by n_groups={n_groups}")
+    check_unet_horizon(horizon, down_dims)
+
+
 def check_unet_horizon(horizon: int, down_dims: Sequence[int]) -> None:
     """Raise ValueError if a UNet with these down_dims cannot take windows of ``horizon`` steps."""
     factor = 2 ** (len(down_dims) - 1)
@@ -115,12 +125,7 @@ class ConditionalUnet1D(nn.Module):
                  diffusion_step_embed_dim: int = 256, cond_predict_scale: bool = True):
         super().__init__()
         down_dims = list(down_dims)
-        if not down_dims:
-            raise ValueError("down_dims must hold at least one channel count")
-        check_unet_horizon(horizon, down_dims)
-        bad = [d for d in down_dims if d % n_groups]
-        if bad:
-            raise ValueError(f"every entry of down_dims {down_dims} must be divisible by n_groups={n_groups}")
+        check_unet_shape(horizon, down_dims, n_groups)
         self.horizon = horizon
         self.action_dim = action_dim
         self.down_dims = down_dims
