@@ -307,7 +307,7 @@ def test_inspect_prints_keys_shapes_chunks_and_lengths(tmp_path, capsys):
     assert "state          (17, 5)" in out and "blosc zstd 5 shuffle" in out
     assert rb_inspect.main([str(path), "--verify"]) == 0
     assert "every chunk decodes" in capsys.readouterr().out
-    assert rb_inspect.main([str(tmp_path / "none.zarr")]) == 1
+    assert rb_inspect.main([str(tmp_path / "none.zarr")]) == 2
 
 
 def test_inspect_published_pusht(pusht_zip, capsys):
