@@ -1,21 +1,32 @@
 """Bad input, tried as a careful user would: each case runs a real command in a subprocess and is classified.
 
-    .venv/bin/python bench/fault_catalogue.py [--only NAME ...] [--data ../shared/data/pusht.zip]
+    .venv/bin/python bench/fault_catalogue.py [--only TEXT ...] [--quick] [--full] [--json table.json]
 
-Outcomes: "named" (exit 2 and one `error:` line), "ok" (exit 0, which is what the case expects), "silent" (exit 0
-where an error was expected), "traceback" (any other exit, or a Python traceback). The goal is 0 silent and
-0 traceback. Cases use tiny networks, a few steps and 3 scripted Push-T demonstrations made once in a temp dir.
+Outcomes: "named" (exit 2 and one `error:` line), "ok" (exit 0, which is what the case expects, and the files it
+leaves are right), "silent" (exit 0 where an error was expected, or files left wrong: e.g. a checkpoint that a
+failed write replaced), "traceback" (any other exit, or a Python traceback). The goal is 0 silent and 0 traceback.
+Cases use tiny networks, a few steps and 3 scripted Push-T demonstrations made once in a temp dir; every other
+dataset is derived from them (low-dim keys only, unless the case is about images). `--quick` runs one case per
+family (the smoke test in tests/test_bench.py); `--only` the cases whose name contains one of the texts.
+
+The environment cases run a two-line script that calls Push-T the way user code does, through `common.run_cli`
+(the wrapper every entry point uses), so that they, too, end in one line when the error is one of the project's.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +36,23 @@ TINY = ["policy.down_dims=[8,16]", "policy.diffusion_step_embed_dim=16", "policy
         "policy.inference_scheduler=ddim", "policy.num_inference_steps=2", "training.batch_size=8",
         "training.steps=2", "training.eval_every=0", "training.val_every=0", "eval.n_episodes=1",
         "eval.max_steps=4", "eval.n_videos=0", "wandb.mode=disabled", "training.threads=1"]
+LOWDIM_KEYS = ("keypoint", "state", "action")  # what task pusht_keypoints reads
+LIFT_META = {"env_name": "Lift", "type": 1, "env_kwargs": {"robots": ["Panda"]}}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy",
+       "WANDB_MODE": "disabled", "MUJOCO_GL": "egl", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@dataclass
+class Case:
+    name: str
+    argv: list[str]  # after `python`
+    error: bool = True  # an error is expected (else a correct run)
+    check: Callable[[], str | None] | None = None  # after the run: what is wrong with the files it left, or None
+    fsize: int | None = None  # RLIMIT_FSIZE (bytes) of the run: a file write past it fails (EFBIG), as on a full disk
+    quick: bool = False  # in the --quick subset
+
+
+# ---------------------------------------------------------------------------------------------- datasets
 
 
 def make_demos(root: Path) -> Path:
@@ -35,134 +63,429 @@ def make_demos(root: Path) -> Path:
     return path
 
 
-def copy_of(src: Path, root: Path, name: str) -> Path:
-    dst = root / name
-    shutil.copytree(src, dst)
-    return dst
-
-
-def flip_chunk(path: Path, key: str) -> Path:
-    chunk = next(c for c in sorted((path / "data" / key).rglob("*")) if c.is_file() and c.name != "zarr.json")
-    raw = bytearray(chunk.read_bytes())
-    for i in range(20, 28):
-        raw[i] ^= 0xFF
-    chunk.write_bytes(bytes(raw))
-    return path
-
-
-def set_array(path: Path, key: str, fn) -> Path:
-    import zarr
-
-    arr = zarr.open_group(str(path), mode="a")[f"data/{key}"]
-    arr[:] = fn(arr[:])
-    return path
-
-
-def cases(root: Path, demos: Path, ckpt: Path) -> list[tuple[str, list[str], bool]]:
-    """(name, argv, an error is expected)."""
-    import numpy as np
-
-    text_zip = root / "notes.zip"
-    text_zip.write_text("not a zip")
-    half_zip = root / "half.zip"
-    empty_dir = root / "empty.zarr"
-    empty_dir.mkdir()
-    a_file = root / "a_file.txt"
-    a_file.write_text("x")
-    truncated = root / "truncated.pt"
-    truncated.write_bytes(ckpt.read_bytes()[:3000])
-    not_hdf5 = root / "lift.hdf5"
-    not_hdf5.write_text("text")
+def write(path: Path, episodes: list[dict], **create) -> Path:
     from datasets import ReplayBuffer
 
-    with ReplayBuffer.open(demos) as rb, ReplayBuffer.create(half_zip) as out:
-        out.add_episode(rb.get_episode(0, rb.keys))
+    with ReplayBuffer.create(path, **create) as rb:
+        for episode in episodes:
+            rb.add_episode(episode)
+    return path
+
+
+def edited(episodes: list[dict], key: str, fn) -> list[dict]:
+    """A copy of the episodes with `fn(i, array)` applied to `key` of episode i (None drops the key)."""
+    out = []
+    for i, e in enumerate(episodes):
+        e = dict(e)
+        value = fn(i, e[key].copy())
+        if value is None:
+            del e[key]
+        else:
+            e[key] = value
+        out.append(e)
+    return out
+
+
+def chunk_file(path: Path, key: str) -> Path:
+    """The first stored chunk file of data/<key> in a directory store (v2 or v3)."""
+    skip = {"zarr.json", ".zarray", ".zattrs"}
+    return next(c for c in sorted((path / "data" / key).rglob("*")) if c.is_file() and c.name not in skip)
+
+
+def change_bytes(file: Path, start: int, stop: int, value: int | None = None) -> None:
+    raw = bytearray(file.read_bytes())
+    for i in range(start, stop):
+        raw[i] = raw[i] ^ 0xFF if value is None else value
+    file.write_bytes(bytes(raw))
+
+
+def flip_zip_member(path: Path, suffix: str) -> Path:
+    """Flip 8 bytes in the middle of the first member whose name ends with `suffix` (members are stored)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(suffix))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size // 2
+    for i in range(start, start + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def set_meta(path: Path, name: str, values) -> Path:
+    """Overwrite meta/<name> of a directory store with `values` (shape and dtype as given)."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="a")
+    del g[f"meta/{name}"]
+    g.create_array(f"meta/{name}", data=values)
+    return path
+
+
+def robomimic_hdf5(path: Path, env_args: str | None, n_demos: int = 2) -> Path:
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        if env_args is not None:
+            data.attrs["env_args"] = env_args
+        for i in range(n_demos):
+            g = data.create_group(f"demo_{i}")
+            g.create_dataset("actions", data=np.zeros((10, 7), np.float32))
+            g.create_dataset("states", data=np.zeros((10, 32)))
+            g.create_dataset("obs/object", data=np.zeros((10, 10)))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unchanged(files: dict[Path, str], absent: list[Path] = ()) -> Callable[[], str | None]:
+    """A check: the files still have these hashes and the `absent` paths do not exist."""
+    def check():
+        for f, digest in files.items():
+            if not f.is_file():
+                return f"{f} is gone"
+            if sha(f) != digest:
+                return f"{f} was changed"
+        left = [str(p) for p in absent if p.exists()]
+        return f"left behind: {left}" if left else None
+    return check
+
+
+def same_eval(a: Path, b: Path, first: Callable[[], object]) -> Callable[[], str | None]:
+    """A check: the eval.json files a and b hold the same numbers (`first()` makes a when it is missing)."""
+    def check():
+        if not a.is_file():
+            first()
+        ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+        keys = ("mean_max_reward", "success_rate")
+        if [ra[k] for k in keys] != [rb[k] for k in keys] or ra["episodes"] != rb["episodes"]:
+            return f"two evaluations differ: {[ra[k] for k in keys]} vs {[rb[k] for k in keys]}"
+        return None
+    return check
+
+
+# ---------------------------------------------------------------------------------------------- the cases
+
+
+def env_script(body: str) -> list[str]:
+    """`python -c` of user code that drives Push-T through run_cli (see the module docstring)."""
+    return ["-c", ("import sys\nfrom common import run_cli\nfrom envs.pusht import PushTEnv\n"
+                   f"def main(argv):\n    env = PushTEnv(obs_type='state')\n    {body}\n"
+                   "sys.exit(run_cli(main))")]
+
+
+def cases(root: Path, demos: Path, good: Path) -> list[Case]:
+    import numpy as np
+    import torch
+
+    from datasets import ReplayBuffer
+
+    ckpt = good / "checkpoints" / "last.pt"
+    with ReplayBuffer.open(demos) as rb:
+        full = [rb.get_episode(i) for i in range(rb.n_episodes)]
+    low = [{k: e[k] for k in LOWDIM_KEYS} for e in full]
+    n_last = len(low[-1]["action"])
+
+    def data(name: str, episodes=None, **create) -> Path:
+        return write(root / name, low if episodes is None else episodes, **create)
+
+    def train(path, *extra, run: str) -> list[str]:
+        return ["train.py", f"dataset_path={path}", *TINY, f"output_dir={root / 'runs' / run}", *extra]
+
+    # -------- files that are not replay buffers
+    text_zip = root / "notes.zip"
+    text_zip.write_text("not a zip")
+    text_file = root / "notes.txt"
+    text_file.write_text("x")
+    empty_dir = root / "empty.zarr"
+    empty_dir.mkdir()
+    half_zip = write(root / "half.zip", low[:1])
     half_zip.write_bytes(half_zip.read_bytes()[: half_zip.stat().st_size // 2])
-    nan_val = set_array(copy_of(demos, root, "nan_action.zarr"), "action",
-                        lambda a: np.where(np.arange(len(a))[:, None] == len(a) - 5, np.nan, a))
-    flipped = flip_chunk(copy_of(demos, root, "flipped.zarr"), "action")
-    flipped_kp = flip_chunk(copy_of(demos, root, "flipped_kp.zarr"), "keypoint")
-    no_ends = copy_of(demos, root, "no_ends.zarr")
+    other_zip = root / "photos.zip"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("readme.txt", "holiday photos")
+        zf.writestr("img/0.png", b"\x89PNG....")
+    hdf5_data = robomimic_hdf5(root / "lift_demos.hdf5", json.dumps(LIFT_META))
+
+    # -------- corrupt stores: v3 directory (CRC-32C per chunk), v3 zip, v2 directory (no checksum), v2 zip
+    flipped = data("flipped.zarr")
+    change_bytes(chunk_file(flipped, "action"), 20, 28)
+    flipped_kp = data("flipped_kp.zarr")
+    change_bytes(chunk_file(flipped_kp, "keypoint"), 20, 28)
+    blosc_header = data("blosc_header.zarr")
+    change_bytes(chunk_file(blosc_header, "state"), 0, 16)
+    truncated_chunk = data("truncated_chunk.zarr")
+    c = chunk_file(truncated_chunk, "state")
+    c.write_bytes(c.read_bytes()[: c.stat().st_size // 2])
+    zip_v3 = flip_zip_member(data("member.zip"), "data/state/c/0/0")
+    v2 = data("v2.zarr", zarr_format=2)
+    v2_header = data("v2_header.zarr", zarr_format=2)
+    change_bytes(chunk_file(v2_header, "action"), 0, 16, value=0)
+    v2_truncated = data("v2_truncated.zarr", zarr_format=2)
+    c = chunk_file(v2_truncated, "action")
+    c.write_bytes(c.read_bytes()[:-40])
+    zip_v2 = flip_zip_member(data("member_v2.zip", zarr_format=2), "data/keypoint/0.0.0")
+
+    # -------- structure: episode_ends, lengths, shapes, dtypes, values
+    no_ends = data("no_ends.zarr")
     shutil.rmtree(no_ends / "meta" / "episode_ends")
-    state_only = root / "state_only.zarr"
-    with ReplayBuffer.create(state_only) as rb:
-        rb.add_episode({"state": np.zeros((20, 5), np.float32), "action": np.zeros((20, 2), np.float32)})
-    train = ["train.py", f"dataset_path={demos}", *TINY]
-    out = lambda name: f"output_dir={root / 'runs' / name}"  # noqa: E731
+    lengths = np.cumsum([len(e["action"]) for e in low])
+    decreasing = set_meta(data("decreasing.zarr"), "episode_ends", np.array([lengths[1], lengths[0], lengths[2]]))
+    past_end = set_meta(data("past_end.zarr"), "episode_ends", np.array([*lengths[:2], lengths[2] + 50]))
+    float_ends = set_meta(data("float_ends.zarr"), "episode_ends", lengths.astype(np.float64))
+    zero_episodes = set_meta(data("zero_episodes.zarr"), "episode_ends", np.zeros(0, np.int64))
+    state_only = data("state_only.zarr", [{"state": e["state"], "action": e["action"]} for e in low])
+    action3 = data("action3.zarr", edited(low, "action", lambda i, a: np.concatenate([a, a[:, :1]], axis=1)))
+    kp_shape = data("kp_shape.zarr", edited(low, "keypoint", lambda i, a: np.concatenate([a, a[..., :1]], axis=2)))
+    bool_action = data("bool_action.zarr", edited(low, "action", lambda i, a: a > 256))
+    complex_state = data("complex_state.zarr", edited(low, "state", lambda i, a: a.astype(np.complex64)))
+    short = data("short.zarr", [{k: v[:5] for k, v in e.items()} for e in low])
+
+    def with_value(i_episode, row, value, key, col=0):
+        def fn(i, a):
+            if i == i_episode:
+                a[row, col] = value
+            return a
+        return edited(low, key, fn)
+
+    nan_val = data("nan_val.zarr", with_value(2, n_last - 5, np.nan, "action"))
+    nan_train = data("nan_train.zarr", with_value(0, 17, np.nan, "action", 1))
+    inf_state = data("inf_state.zarr", with_value(1, 3, np.inf, "state"))
+
+    # -------- image datasets (task pusht_image): 3 short synthetic episodes
+    rng = np.random.default_rng(0)
+
+    def images(name, shape, dtype=np.uint8, scale=255):
+        eps = [{"img": (rng.random((20, *shape)) * scale).astype(dtype), "state": e["state"][:20],
+                "action": e["action"][:20]} for e in low]
+        return data(name, eps)
+
+    img64 = images("img64.zarr", (64, 64, 3))
+    img_chw = images("img_chw.zarr", (3, 96, 96))
+    img_unit = images("img_unit.zarr", (96, 96, 3), np.float32, 1.0)
+
+    # -------- a robomimic-style buffer (env_meta of Lift)
+    lift = root / "lift.zarr"
+    with ReplayBuffer.create(lift) as rb:
+        rb.add_episode({"object": np.zeros((20, 10), np.float32), "robot0_eef_pos": np.zeros((20, 3), np.float32),
+                        "action": np.zeros((20, 7), np.float32)})
+        rb.update_attrs(env_meta=LIFT_META, abs_action=False)
+
+    # -------- checkpoints
+    truncated_pt = root / "truncated.pt"
+    truncated_pt.write_bytes(ckpt.read_bytes()[:3000])
+    saved = torch.load(ckpt, weights_only=False)
+    bare = root / "state_dict.pt"
+    torch.save(saved["policy"], bare)
+    older = root / "older.pt"  # an older version of the code: no task_spec, no eval/wandb sections, an extra key
+    torch.save({**{k: v for k, v in saved.items() if k != "task_spec"},
+                "config": {k: v for k, v in saved["config"].items() if k not in ("eval", "wandb")} | {"amp": True}},
+               older)
+    removed_field = root / "removed_field.pt"
+    torch.save({**saved, "policy_config": {**saved["policy_config"], "obs_as_global_cond": True}}, removed_field)
+    nan_weights = root / "nan_weights.pt"
+    diverged = {k: v.clone().fill_(float("nan")) if k.startswith("model.") and v.is_floating_point() else v
+                for k, v in saved["ema"]["averaged"].items()}  # a network that diverged, its normalizer intact
+    torch.save({**saved, "ema": {**saved["ema"], "averaged": diverged}}, nan_weights)
+    old_resume = root / "runs" / "old_resume"  # a run of an older version: no optimizer/rng state saved
+    shutil.copytree(good, old_resume)
+    torch.save({k: v for k, v in saved.items() if k not in ("optimizer", "lr_scheduler", "rng")},
+               old_resume / "checkpoints" / "last.pt")
+    full_disk = root / "runs" / "full_disk"
+    shutil.copytree(good, full_disk)
+    full_last = full_disk / "checkpoints" / "last.pt"
+    keep = {full_last: sha(full_last), full_disk / "eval.json": sha(full_disk / "eval.json")}
+
+    base = ["train.py", f"dataset_path={demos}", *TINY]
+
+    def out(name: str) -> str:
+        return f"output_dir={root / 'runs' / name}"
+
+    def eval_(path: Path, *extra: str) -> list[str]:
+        return ["eval.py", f"checkpoint={path}", "n_episodes=1", "eval.max_steps=4", "eval.n_videos=0",
+                "wandb.mode=disabled", "training.threads=1", *extra]
+
+    def eval_first() -> None:
+        subprocess.run([sys.executable, *eval_(ckpt, f"output_dir={root / 'ev1'}")], cwd=REPO, env=ENV,
+                       capture_output=True, check=False)
+
     return [
-        ("dataset: zip cut in half", ["train.py", f"dataset_path={half_zip}", *TINY, out("a")], True),
-        ("dataset: text file named .zip", ["train.py", f"dataset_path={text_zip}", *TINY, out("b")], True),
-        ("dataset: empty directory", ["train.py", f"dataset_path={empty_dir}", *TINY, out("c")], True),
-        ("dataset: missing path", ["train.py", f"dataset_path={root / 'nope.zarr'}", *TINY, out("d")], True),
-        ("dataset: 8 flipped bytes in an action chunk", ["train.py", f"dataset_path={flipped}", *TINY, out("e")], True),
-        ("dataset: flipped bytes in a keypoint chunk", ["train.py", f"dataset_path={flipped_kp}", *TINY, out("f")],
-         True),
-        ("dataset: NaN action in the last episode", ["train.py", f"dataset_path={nan_val}", *TINY, out("g")], True),
-        ("dataset: no meta/episode_ends", ["train.py", f"dataset_path={no_ends}", *TINY, out("h")], True),
-        ("dataset: without the task's keys", ["train.py", f"dataset_path={state_only}", *TINY, out("i")], True),
-        ("config: training.steps=-5", [*train, "training.steps=-5", out("j")], True),
-        ("config: training.batch_size=0", [*train, "training.batch_size=0", out("k")], True),
-        ("config: eval.n_episodes=0", [*train, "eval.n_episodes=0", out("l")], True),
-        ("config: training.checkpoint_every=-1", [*train, "training.checkpoint_every=-1", out("m")], True),
-        ("config: device=cuda without CUDA", [*train, "device=cuda", out("n")], True),
-        ("config: output_dir is a file", [*train, f"output_dir={a_file}"], True),
-        ("config: unknown key", [*train, "training.stepz=3", out("o")], True),
-        ("config: policy key typo", [*train, "policy.down_dimz=[8]", out("p")], True),
-        ("config: bad policy value", [*train, "policy.inference_scheduler=euler", out("q")], True),
-        ("config: unknown task", [*train, "task=pusht3d", out("r")], True),
-        ("config: not key=value", [*train, "steps"], True),
-        ("checkpoint: missing", ["eval.py", f"checkpoint={root / 'none.pt'}"], True),
-        ("checkpoint: truncated", ["eval.py", f"checkpoint={truncated}"], True),
-        ("checkpoint: another task", ["eval.py", f"checkpoint={ckpt}", "task=pusht_image"], True),
-        ("checkpoint: eval.py changes the network", ["eval.py", f"checkpoint={ckpt}", "policy.down_dims=[4]"], True),
-        ("checkpoint: resume with another network size",
-         [*train, "policy.down_dims=[16,32]", f"output_dir={ckpt.parent.parent}"], True),
-        ("robomimic: file is not HDF5", ["-m", "demos.robomimic_hdf5", "info", str(not_hdf5)], True),
-        ("robomimic task without a dataset", ["train.py", "task=lift_lowdim", *TINY, out("s")], True),
-        ("compare: bad policy key", ["compare.py", "run", "policies=ibc", f"output_dir={root / 'cmp'}",
-                                     "ibc.policy.hiden_dim=8"], True),
-        ("inspect: text file", ["-m", "datasets.inspect", str(text_zip)], True),
-        ("finished run started again", [*train, f"output_dir={ckpt.parent.parent}"], False),
-        ("eval.py on a good checkpoint", ["eval.py", f"checkpoint={ckpt}", "n_episodes=1", "eval.max_steps=4",
-                                          "eval.n_videos=0", "wandb.mode=disabled"], False),
+        # ---- datasets: files that are not replay buffers
+        Case("dataset: zip cut in half", train(half_zip, run="a")),
+        Case("dataset: text file named .zip", train(text_zip, run="b")),
+        Case("dataset: path is a text file", train(text_file, run="b2")),
+        Case("dataset: a robomimic .hdf5 given directly", train(hdf5_data, "task=lift_lowdim", run="b3")),
+        Case("dataset: .zip without a zarr inside", train(other_zip, run="b4")),
+        Case("dataset: empty directory", train(empty_dir, run="c")),
+        Case("dataset: missing path", train(root / "nope.zarr", run="d"), quick=True),
+        Case("dataset: dataset_path= (empty)", [*base[:1], "dataset_path=", *TINY, out("d2")]),
+        # ---- datasets: corrupt chunks, every store layout
+        Case("dataset: 8 flipped bytes in an action chunk", train(flipped, run="e"), quick=True),
+        Case("dataset: flipped bytes in a keypoint chunk", train(flipped_kp, run="f")),
+        Case("dataset: corrupted Blosc header (v3 dir)", train(blosc_header, run="f2")),
+        Case("dataset: truncated chunk (v3 dir)", train(truncated_chunk, run="f3")),
+        Case("dataset: corrupt zip member (v3 zip, CRC)", train(zip_v3, run="f4")),
+        Case("dataset: zeroed Blosc header (v2 dir)", train(v2_header, run="f5")),
+        Case("dataset: truncated chunk (v2 dir)", train(v2_truncated, run="f6")),
+        Case("dataset: corrupt zip member (v2 zip, CRC)", train(zip_v2, run="f7")),
+        Case("dataset: zarr v2 directory trains", train(v2, run="f8"), error=False),
+        # ---- datasets: structure and values
+        Case("dataset: no meta/episode_ends", train(no_ends, run="h")),
+        Case("dataset: decreasing episode_ends", train(decreasing, run="h2")),
+        Case("dataset: episode_ends past the data", train(past_end, run="h3")),
+        Case("dataset: float episode_ends", train(float_ends, run="h4")),
+        Case("dataset: 0 episodes", train(zero_episodes, run="h5")),
+        Case("dataset: without the task's keys", train(state_only, run="i")),
+        Case("dataset: action of dimension 3 (2-D task)", train(action3, run="i2")),
+        Case("dataset: keypoint of shape (9, 3)", train(kp_shape, run="i3")),
+        Case("dataset: boolean actions", train(bool_action, run="i4")),
+        Case("dataset: complex-valued state", train(complex_state, run="i5")),
+        Case("dataset: episodes shorter than the horizon", train(short, run="i6")),
+        Case("dataset: NaN action in a validation episode", train(nan_val, run="g"), quick=True),
+        Case("dataset: NaN action in a training episode", train(nan_train, run="g2")),
+        Case("dataset: inf in state", train(inf_state, run="g3")),
+        Case("dataset: images 64x64 for pusht_image", train(img64, "task=pusht_image", run="j1")),
+        Case("dataset: images channel-first", train(img_chw, "task=pusht_image", run="j2")),
+        Case("dataset: float images in 0..1", train(img_unit, "task=pusht_image", run="j3")),
+        Case("dataset: Push-T data for task lift_lowdim", [*base, "task=lift_lowdim", out("j4")]),
+        Case("dataset: Lift data for task can_lowdim", train(lift, "task=can_lowdim", run="j5")),
+        Case("dataset: Lift data for task pusht_keypoints", train(lift, run="j6")),
+        # ---- config
+        Case("config: training.steps=-5", [*base, "training.steps=-5", out("k1")], quick=True),
+        Case("config: training.batch_size=0", [*base, "training.batch_size=0", out("k2")]),
+        Case("config: training.batch_size=-8", [*base, "training.batch_size=-8", out("k3")]),
+        Case("config: eval.n_episodes=0", [*base, "eval.n_episodes=0", out("k4")]),
+        Case("config: training.checkpoint_every=-1", [*base, "training.checkpoint_every=-1", out("k5")]),
+        Case("config: training.steps=abc", [*base, "training.steps=abc", out("k6")]),
+        Case("config: training.steps=2.5", [*base, "training.steps=2.5", out("k7")]),
+        Case("config: seed=-1", [*base, "seed=-1", out("k8")]),
+        Case("config: seed=2**40", [*base, f"seed={2 ** 40}", out("k9")]),
+        Case("config: device=cuda without CUDA", [*base, "device=cuda", out("l1")]),
+        Case("config: device=tpu", [*base, "device=tpu", out("l2")]),
+        Case("config: wandb.mode=onlin", [*base, "wandb.mode=onlin", out("l3")]),
+        Case("config: output_dir is a file", [*base, f"output_dir={text_file}"]),
+        Case("config: output_dir inside a file", [*base, f"output_dir={text_file / 'run'}"]),
+        Case("config: output_dir not writable", [*base, "output_dir=/sys/diffusion_stack_run"]),
+        Case("config: unknown key", [*base, "training.stepz=3", out("m1")]),
+        Case("config: unknown section", [*base, "trainig.steps=3", out("m2")]),
+        Case("config: policy key typo", [*base, "policy.down_dimz=[8]", out("m3")]),
+        Case("config: bad policy value", [*base, "policy.inference_scheduler=euler", out("m4")]),
+        Case("config: policy.down_dims=[]", [*base, "policy.down_dims=[]", out("m5")]),
+        Case("config: policy.horizon=9 (this UNet needs 2k)", [*base, "policy.horizon=9", out("m6")]),
+        Case("config: unknown task", [*base, "task=pusht3d", out("m7")]),
+        Case("config: unknown policy", [*base, "policy=diffusion_unet3", out("m8")]),
+        Case("config: not key=value", [*base, "steps"]),
+        # ---- checkpoints
+        Case("checkpoint: missing", ["eval.py", f"checkpoint={root / 'none.pt'}"], quick=True),
+        Case("checkpoint: eval.py without checkpoint=", ["eval.py", "n_episodes=1"]),
+        Case("checkpoint: a run directory, not the .pt", ["eval.py", f"checkpoint={good}"]),
+        Case("checkpoint: a dataset zip", ["eval.py", f"checkpoint={zip_v3}"]),
+        Case("checkpoint: truncated", ["eval.py", f"checkpoint={truncated_pt}"]),
+        Case("checkpoint: a bare state_dict", ["eval.py", f"checkpoint={bare}"]),
+        Case("checkpoint: older version (no task_spec/eval)", eval_(older, f"output_dir={root / 'ev_old'}"),
+             error=False),
+        Case("checkpoint: a policy field this code lacks", eval_(removed_field)),
+        Case("checkpoint: NaN weights", eval_(nan_weights, f"output_dir={root / 'ev_nan'}")),
+        Case("checkpoint: another task", ["eval.py", f"checkpoint={ckpt}", "task=pusht_image"]),
+        Case("checkpoint: another policy", ["eval.py", f"checkpoint={ckpt}", "policy=ibc"]),
+        Case("checkpoint: eval.py changes the network", ["eval.py", f"checkpoint={ckpt}", "policy.down_dims=[4]"]),
+        Case("checkpoint: eval.py n_episodes=0", ["eval.py", f"checkpoint={ckpt}", "n_episodes=0"]),
+        Case("checkpoint: eval.py output_dir is a file", eval_(ckpt, f"output_dir={text_file}")),
+        Case("checkpoint: resume with another network size",
+             [*base, "policy.down_dims=[16,32]", f"output_dir={good}"]),
+        Case("checkpoint: resume into another task's run", [*base, "task=pusht_lowdim", f"output_dir={good}"]),
+        Case("checkpoint: resume an older run without optimizer",
+             [*base, "training.steps=3", f"output_dir={old_resume}"]),
+        Case("checkpoint: disk full while writing last.pt", [*base, "training.steps=4", f"output_dir={full_disk}"],
+             check=unchanged(keep, [full_disk / "checkpoints" / ".last.pt.tmp", full_disk / "checkpoints" /
+                                    ".best.pt.tmp"]), fsize=full_last.stat().st_size // 2),
+        # ---- robomimic files
+        Case("robomimic: file is not HDF5", ["-m", "demos.robomimic_hdf5", "info", str(text_file)]),
+        Case("robomimic: hdf5 without env_args",
+             ["-m", "demos.robomimic_hdf5", "convert", str(robomimic_hdf5(root / "no_env.hdf5", None)),
+              str(root / "no_env.zarr")]),
+        Case("robomimic: env_args not JSON",
+             ["-m", "demos.robomimic_hdf5", "info", str(robomimic_hdf5(root / "bad_env.hdf5", "{Lift"))]),
+        Case("robomimic: hdf5 with no demos",
+             ["-m", "demos.robomimic_hdf5", "info", str(robomimic_hdf5(root / "no_demos.hdf5", json.dumps(LIFT_META),
+                                                                       n_demos=0))]),
+        Case("robomimic: convert onto an existing output",
+             ["-m", "demos.robomimic_hdf5", "convert", str(hdf5_data), str(lift)]),
+        Case("robomimic task without a dataset", ["train.py", "task=lift_lowdim", *TINY, out("r1")]),
+        # ---- the environment, from user code
+        Case("env: reset_to_state='abcde'", env_script("env.reset(options={'reset_to_state': 'abcde'})"), quick=True),
+        Case("env: reset_to_state outside the walls",
+             env_script("env.reset(options={'reset_to_state': [600, 100, 256, 256, 0]})")),
+        Case("env: reset_to_state of 4 numbers", env_script("env.reset(options={'reset_to_state': [1, 2, 3, 4]})")),
+        Case("env: boolean action", env_script("env.reset(seed=0); env.step([True, False])")),
+        Case("env: action of 3 numbers", env_script("env.reset(seed=0); env.step([1.0, 2.0, 3.0])")),
+        Case("env: NaN action", env_script("env.reset(seed=0); env.step([float('nan'), 0.0])")),
+        Case("env: unknown obs_type", env_script("PushTEnv(obs_type='pixels')")),
+        # ---- other entry points
+        Case("compare: bad policy key", ["compare.py", "run", "policies=ibc", f"output_dir={root / 'cmp'}",
+                                         "ibc.policy.hiden_dim=8"]),
+        Case("compare: unknown policy", ["compare.py", "run", "policies=diffusion,ibc", f"output_dir={root / 'cmp'}"]),
+        Case("inspect: text file", ["-m", "datasets.inspect", str(text_zip)]),
+        Case("inspect --verify: flipped action chunk", ["-m", "datasets.inspect", "--verify", str(flipped)]),
+        Case("inspect --verify: NaN action", ["-m", "datasets.inspect", "--verify", str(nan_train)]),
+        Case("inspect --verify: a good v2 directory", ["-m", "datasets.inspect", "--verify", str(v2)], error=False),
+        # ---- correct runs
+        Case("finished run started again", [*base, f"output_dir={good}"], error=False,
+             check=unchanged({good / "eval.json": sha(good / "eval.json"), ckpt: sha(ckpt)})),
+        Case("eval.py on a good checkpoint", eval_(ckpt, f"output_dir={root / 'ev1'}"), error=False),
+        Case("eval.py again: the same numbers", eval_(ckpt, f"output_dir={root / 'ev2'}"), error=False,
+             check=same_eval(root / "ev1" / "eval.json", root / "ev2" / "eval.json", eval_first)),
     ]
 
 
-def classify(proc: subprocess.CompletedProcess, error_expected: bool) -> tuple[str, str]:
+def classify(proc: subprocess.CompletedProcess, case: Case) -> tuple[str, str]:
+    """(outcome, message): the error line without its `error: `, or the last line printed."""
     err = proc.stderr.strip().splitlines()
-    if "Traceback (most recent call last)" in proc.stderr or proc.returncode not in (0, 1, 2):
-        return "traceback", (err[-1] if err else f"exit {proc.returncode}")[:110]
+    last = (proc.stdout.strip().splitlines()[-1:] or [""])[0]
+    if "Traceback (most recent call last)" in proc.stderr or proc.returncode not in (0, 2):
+        return "traceback", err[-1] if err else f"exit {proc.returncode}"
     error_lines = [line for line in err if line.startswith("error: ")]
-    if proc.returncode in (1, 2) and error_lines:
-        return "named", error_lines[-1][7:110]
+    if proc.returncode == 2 and len(error_lines) == 1:
+        problem = case.check() if case.check else None
+        return ("silent", problem) if problem else ("named", error_lines[0][7:])
     if proc.returncode == 0:
-        last = proc.stdout.strip().splitlines()[-1:] or [""]
-        return ("silent" if error_expected else "ok"), last[0][:110]
-    return "traceback", (err[-1] if err else f"exit {proc.returncode}")[:110]
+        problem = case.check() if case.check else None
+        return ("silent", problem or last) if case.error or problem else ("ok", last)
+    return "traceback", f"exit {proc.returncode} with {len(error_lines)} error lines: {err[-1:]}"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="run the cases whose name contains one of these")
-    parser.add_argument("--json", type=Path, help="also write the table here")
+    parser.add_argument("--quick", action="store_true", help="one case per family")
+    parser.add_argument("--json", type=Path, help="also write the table here (whole messages)")
+    parser.add_argument("--full", action="store_true", help="print whole messages (default: their first 110 characters)")
     args = parser.parse_args(argv)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SDL_VIDEODRIVER": "dummy", "WANDB_MODE": "disabled",
-           "MUJOCO_GL": "egl"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         demos = make_demos(root)
         good = root / "runs" / "good"
         subprocess.run([sys.executable, "train.py", f"dataset_path={demos}", *TINY, f"output_dir={good}"],
-                       cwd=REPO, env=env, capture_output=True, check=True)
-        for name, argv, error_expected in cases(root, demos, good / "checkpoints" / "last.pt"):
-            if args.only and not any(o in name for o in args.only):
+                       cwd=REPO, env=ENV, capture_output=True, check=True)
+        for case in cases(root, demos, good):
+            if args.only and not any(o in case.name for o in args.only) or args.quick and not case.quick:
                 continue
-            proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                                  timeout=600)
-            outcome, message = classify(proc, error_expected)
-            rows.append({"case": name, "outcome": outcome, "message": message})
-            print(f"{name:48s} {outcome:10s} {message}", flush=True)
+
+            def limit(fsize=case.fsize):
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+            proc = subprocess.run([sys.executable, *case.argv], cwd=REPO, env=ENV, capture_output=True, text=True,
+                                  timeout=600, preexec_fn=limit if case.fsize else None, check=False)
+            outcome, message = classify(proc, case)
+            rows.append({"case": case.name, "outcome": outcome, "message": message})
+            print(f"{case.name:48s} {outcome:10s} {message if args.full else message[:110]}", flush=True)
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("named", "ok", "silent", "traceback")}
     print(f"\n{len(rows)} cases: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if args.json:

@@ -170,12 +170,13 @@ def test_bench_gpu_paths_with_tiny_networks_on_the_cpu():
 
 # ------------------------------------------------------------------------------------ fault_catalogue.py
 def test_fault_catalogue_classifies_cases(tmp_path):
-    """A few cases of the bad-input catalogue (the full run: `python bench/fault_catalogue.py`): each is a named
-    one-line error, none silent, none a traceback."""
+    """The catalogue's --quick subset, one case per family (the full run: `python bench/fault_catalogue.py`): each
+    is a named one-line error, none silent, none a traceback."""
     table = tmp_path / "faults.json"
-    run(["bench/fault_catalogue.py", "--only", "training.steps=-5", "missing", "flipped bytes in an action",
-         "--json", table], timeout=300)
+    run(["bench/fault_catalogue.py", "--quick", "--json", table], timeout=300)
     result = json.loads(table.read_text())
-    assert [r["case"] for r in result["rows"]] == ["dataset: missing path", "dataset: 8 flipped bytes in an action chunk",
-                                                  "config: training.steps=-5", "checkpoint: missing"]
-    assert result["counts"] == {"named": 4, "ok": 0, "silent": 0, "traceback": 0}
+    assert [r["case"] for r in result["rows"]] == [
+        "dataset: missing path", "dataset: 8 flipped bytes in an action chunk",
+        "dataset: NaN action in a validation episode", "config: training.steps=-5", "checkpoint: missing",
+        "env: reset_to_state='abcde'"]
+    assert result["counts"] == {"named": 6, "ok": 0, "silent": 0, "traceback": 0}
