@@ -206,7 +206,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: not a checkpoint of this project (got a {type(ckpt).__name__})")
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint is missing keys {missing}; expected a checkpoint written by train.py")
+        raise CheckpointError(f"{path}: checkpoint is missing keys {missing}; expected a checkpoint written by "
+                              "train.py")
     return ckpt
 
 
@@ -231,7 +232,8 @@ def policy_from_checkpoint(ckpt: dict, path: str | Path, use_ema: bool = True, c
         raise CheckpointError(f"{path}: cannot build policy {ckpt['policy_name']!r} from its saved config"
                               f"{' with ' + str(config_overrides) if config_overrides else ''}: {e}") from e
     weights = ckpt["ema"]["averaged"] if use_ema and ckpt.get("ema") else ckpt["policy"]
-    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in weights.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]!r}); expected "
                               "finite weights (train.py never saves after a non-finite loss)")

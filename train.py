@@ -42,12 +42,12 @@ from config import SAMPLING_FIELDS, Config, check_policy_config, parse_overrides
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
-from runlib import check_resumable, prepare_output_dir  # noqa: E402
 from policy.batch_share import batch_share  # noqa: E402
-from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, code_version, cpu_share,  # noqa: E402
-                    data_parallel, first_over_ranks, from_rank0, load_checkpoint, log_video, mean_over_ranks,
-                    rng_state, run_evaluation, save_checkpoint, score_line, seed_everything, set_rank_rng_state,
-                    set_torch_threads, share_rng_of_rank0, start_distributed, start_wandb, threads_default, to_device)
+from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, check_resumable, code_version,  # noqa: E402
+                    cpu_share, data_parallel, first_over_ranks, from_rank0, load_checkpoint, log_video,
+                    mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint, score_line,
+                    seed_everything, set_rank_rng_state, set_torch_threads, share_rng_of_rank0, start_distributed,
+                    start_wandb, threads_default, to_device)
 
 # ---------------------------------------------------------------------------------------------- data
 

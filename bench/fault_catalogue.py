@@ -465,7 +465,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="run the cases whose name contains one of these")
     parser.add_argument("--quick", action="store_true", help="one case per family")
     parser.add_argument("--json", type=Path, help="also write the table here (whole messages)")
-    parser.add_argument("--full", action="store_true", help="print whole messages (default: their first 110 characters)")
+    parser.add_argument("--full", action="store_true", help="print whole messages (default: the first 110 characters)")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -179,7 +179,7 @@ def test_bad_episode_ends_are_named(ends, message, tmp_path):
     ("pusht_keypoints", {"keypoint": lambda a: np.concatenate([a, a[..., :1]], 2)},
      (r"task 'pusht_keypoints' builds observation 'keypoints' of per-step shape \(29,\) from data/keypoint \(9, 3\), "
       r"data/state \(5,\), data/action \(2,\); expected \(20,\)")),
-    ("pusht_keypoints", {"action": lambda a: a > 256}, r"data/action holds bool values; task 'pusht_keypoints' expects"),
+    ("pusht_keypoints", {"action": lambda a: a > 256}, r"data/action holds bool values; task 'pusht_keypoints' expect"),
     ("pusht_keypoints", {"state": lambda a: a.astype(np.complex64)}, r"data/state holds complex64 values"),
     ("pusht_image", {"img": lambda a: np.zeros((len(a), 64, 64, 3), np.uint8)},
      r"builds observation 'image' of per-step shape \(64, 64, 3\) .*; expected \(96, 96, 3\)"),
@@ -285,8 +285,8 @@ def test_unusable_checkpoints_are_named(checkpoint, tmp_path, capsys):
         runlib.load_checkpoint(tmp_path / "run")
     torch.save(checkpoint["policy"], tmp_path / "bare.pt")
     assert eval_script.main([f"checkpoint={tmp_path / 'bare.pt'}"]) == 2
-    assert "bare.pt: checkpoint is missing keys ['config', 'task', 'policy_name', 'policy_config', 'policy', 'step']; " \
-           "expected a checkpoint written by train.py" in one_error_line(capsys)
+    assert "bare.pt: checkpoint is missing keys ['config', 'task', 'policy_name', 'policy_config', 'policy', " \
+           "'step']; expected a checkpoint written by train.py" in one_error_line(capsys)
     old = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "rng")}
     with pytest.raises(CheckpointError, match=r"old\.pt: cannot resume from it: missing \['optimizer', 'rng'\] \(a "
                                               r"checkpoint of an older version of the code\?\)"):
