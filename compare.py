@@ -82,6 +82,8 @@ class Run:
     steps: int
     evals: list[tuple[int, float, float]]  # (step, score, success rate), by step, one per step
     final: dict  # {"mean_max_reward", "success_rate"} of the final evaluation (eval.json / W&B summary)
+    wall_s: float | None = None  # wall time of the whole run (all its processes), when the run recorded it
+    hardware: str | None = None
 
     def stats(self) -> dict:
         scores = [e[1] for e in self.evals]
@@ -129,7 +131,8 @@ def read_local_run(run_dir: Path) -> Run | None:
                group=cfg["wandb"]["group"] or "", task=ckpt["task"], policy=ckpt["policy_name"],
                seed=int(cfg["seed"]), steps=int(ckpt["step"]), evals=evals,
                final={"mean_max_reward": float(final["mean_max_reward"]),
-                      "success_rate": float(final["success_rate"])})
+                      "success_rate": float(final["success_rate"])},
+               wall_s=final.get("wall_s", ckpt.get("wall_s")), hardware=final.get("hardware", ckpt.get("hardware")))
 
 
 def collect_local(paths: list[Path]) -> tuple[list[Run], list[str]]:
@@ -253,7 +256,8 @@ def collect_wandb(paths: list[Path]) -> tuple[list[Run], list[str]]:
         runs.append(Run(source=sources, run_id=run_id, group=parts[-1]["group"], task=config["task"],
                         policy=config["policy"], seed=int(config["seed"]), steps=max(history), evals=evals,
                         final={"mean_max_reward": float(summary["final/mean_max_reward"]),
-                               "success_rate": float(summary["final/success_rate"])}))
+                               "success_rate": float(summary["final/success_rate"])},
+                        wall_s=summary.get("run/wall_s"), hardware=summary.get("run/hardware")))
     return runs, unfinished
 
 
@@ -320,12 +324,14 @@ def markdown(summary: list[dict], runs: list[Run], unfinished: list[str], source
             if row["duplicate_seeds"]:
                 lines.append(f"\nwarning: {row['policy']} has more than one run for seeds {row['duplicate_seeds']}\n")
         lines.append("")
-    lines += ["## runs", "", "| group | task | policy | seed | score max | score last 10 | final score | run |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["## runs", "", "| group | task | policy | seed | score max | score last 10 | final score | steps | "
+              "wall time | hardware | run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.group, r.task, r.policy, r.seed)):
         s = r.stats()
+        wall = f"{r.wall_s / 60:.1f} min" if r.wall_s is not None else "not recorded"
         lines.append(f"| {r.group or '(none)'} | {r.task} | {r.policy} | {r.seed} | {s['score_max']:.3f} | "
-                     f"{s['score_last10']:.3f} | {s['final_score']:.3f} | `{r.source}` |")
+                     f"{s['score_last10']:.3f} | {s['final_score']:.3f} | {r.steps} | {wall} | "
+                     f"{r.hardware or 'not recorded'} | `{r.source}` |")
     if unfinished:
         lines += ["", "Left out, unfinished (no final evaluation):", *[f"- `{u}`" for u in unfinished]]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
+import platform
 import random
 import subprocess
 import time
@@ -451,6 +452,21 @@ def run_evaluation(policy, task, cfg, device, output_dir: Path, tag: str) -> dic
     return evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
                     device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,
                     video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)
+
+
+def hardware(device: torch.device) -> str:
+    """What a run runs on, for reports: the GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores"
 
 
 def score_line(result: dict) -> str:

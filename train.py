@@ -45,7 +45,7 @@ from policy import EMA, get_spec  # noqa: E402
 from policy.batch_share import batch_share  # noqa: E402
 from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, check_resumable, code_version,  # noqa: E402
                     cpu_share, data_parallel, first_over_ranks, from_rank0, load_checkpoint, log_video,
-                    mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint, score_line,
+                    hardware, mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint, score_line,
                     seed_everything, set_rank_rng_state, set_torch_threads, share_rng_of_rank0, start_distributed,
                     start_wandb, threads_default, to_device)
 
@@ -180,6 +180,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def train(cfg: Config) -> dict:
+    started = time.perf_counter()  # wall time of this process, added to the checkpoint's (reports show it)
     task = get_task(cfg.task)
     # Under torchrun: the process group, this rank's GPU (or the CPU); a plain run: one process (ranks.main).
     ranks, device = start_distributed(cfg.device, cfg.training.batch_size, cfg.training.dist_timeout_s)
@@ -226,6 +227,8 @@ def train(cfg: Config) -> dict:
     n_params = sum(p.numel() for p in policy.parameters())
 
     step, best_score, history = 0, -math.inf, []
+    wall_before = 0.0  # seconds of the earlier processes of this run (resumed runs)
+    machine = hardware(device) + (f" x {ranks.world_size} processes" if ranks.distributed else "")
     run_id = f"{output_dir.name}-{int(time.time())}"
     # Rank 0 reads the checkpoint and sends it to the other ranks (their machines need not see output_dir); to the
     # CPU (RNG states must stay there), load_state_dict moves the rest.
@@ -245,6 +248,9 @@ def train(cfg: Config) -> dict:
         if finished is not None:
             return finished
         policy.load_state_dict(ckpt["policy"])
+        wall_before = float(ckpt.get("wall_s", 0.0))
+        if ckpt.get("hardware") and ckpt["hardware"] != machine:
+            machine = f"{ckpt['hardware']}; resumed on {machine}"
         optimizer.load_state_dict(ckpt["optimizer"])
         lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         if ema is not None:
@@ -284,7 +290,8 @@ def train(cfg: Config) -> dict:
                 "lr_scheduler": lr_scheduler.state_dict(), "step": step, "best_score": best_score,
                 "history": history, "rng": rng_state(), "wandb_run_id": run_id, "dataset": data_info,
                 "normalizer_stats": run_info["normalizer_stats"], "code_version": run_info["code_version"],
-                "world_size": ranks.world_size}
+                "world_size": ranks.world_size, "wall_s": wall_before + time.perf_counter() - started,
+                "hardware": machine}
 
     def log(entry: dict) -> None:
         history.append(entry)
@@ -392,11 +399,12 @@ def train(cfg: Config) -> dict:
     result = evaluate_now("final")
     save_checkpoint(last_path, checkpoint_state())
     summary = {**{k: v for k, v in result.items()}, "checkpoint": str(last_path), "best_checkpoint": str(best_path),
-               "step": step}
+               "step": step, "wall_s": round(wall_before + time.perf_counter() - started, 1), "hardware": machine}
     (output_dir / "eval.json").write_text(json.dumps(summary, indent=1))
     plot_curves(history, output_dir / "training_curve.png")
     run.summary.update({"final/mean_max_reward": result["mean_max_reward"],
-                        "final/success_rate": result["success_rate"]})
+                        "final/success_rate": result["success_rate"], "run/wall_s": summary["wall_s"],
+                        "run/hardware": machine})
     run.finish()
     print(f"final: {score_line(result)}")
     print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'final'}; "

@@ -48,6 +48,9 @@ def test_report_matches_the_runs_histories_and_eval_json(compared):
     md = (out / "report.md").read_text()
     [group] = report["groups"]
     assert (group["group"], group["task"]) == (GROUP, "pusht_keypoints")
+    for run in report["runs"]:  # every run says how long it took and on what
+        assert run["wall_s"] > 0 and run["hardware"].startswith("CPU ") and "cores" in run["hardware"]
+    assert "| wall time | hardware |" in md and " min | CPU " in md
     rows = {row["policy"]: row for row in group["policies"]}
     assert set(rows) == set(POLICIES)
     for policy in POLICIES:
