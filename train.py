@@ -409,7 +409,42 @@ def train(cfg: Config) -> dict:
     print(f"final: {score_line(result)}")
     print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'final'}; "
           f"curve: {output_dir / 'training_curve.png'}; checkpoints: {last_path.parent}")
+    print(run_summary(cfg, summary, output_dir, last_path, best_path))
     return from_rank0(summary, ranks)
+
+
+def run_summary(cfg: Config, summary: dict, output_dir: Path, last_path: Path, best_path: Path) -> str:
+    """What a person reads at the end of a run: the score, where everything is, and what to try next."""
+    lo, hi = summary["mean_max_reward_ci95"]
+    slo, shi = summary["success_rate_ci95"]
+    n = summary["n_episodes"]
+    videos = summary.get("videos") or []
+    if cfg.wandb.mode == "disabled":
+        wandb_line = "off (wandb.mode=disabled)"
+    elif cfg.wandb.mode == "offline":
+        wandb_line = f"{output_dir / 'wandb'} (offline; upload: wandb sync {output_dir / 'wandb'}/offline-run-*)"
+    else:
+        wandb_line = f"online, project {cfg.wandb.project} (files in {output_dir / 'wandb'})"
+    data = "" if cfg.dataset_path else " (generated demonstrations)"
+    lines = [
+        "",
+        f"== {cfg.task} / {cfg.policy}: {summary['step']} steps in {summary['wall_s'] / 60:.1f} min on "
+        f"{summary['hardware']}{data}",
+        f"   score (mean max coverage) {summary['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), "
+        f"success {summary['success_rate']:.0%} (95% CI {slo:.0%}..{shi:.0%}) over {n} evaluation episodes",
+        f"   videos      {output_dir / 'videos' / 'final'} ({len(videos)} mp4)",
+        f"   curve       {output_dir / 'training_curve.png'}",
+        f"   checkpoint  {last_path} (best evaluation: {best_path.name})",
+        f"   W&B run     {wandb_line}",
+        "next:",
+        f"   python eval.py checkpoint={last_path} eval.n_episodes=100   # evaluate again",
+    ]
+    if cfg.task.startswith("pusht") and not cfg.dataset_path:
+        lines.append("   python -m datasets.download pusht && python train.py "
+                     "dataset_path=~/.cache/diffusion-stack/pusht.zip training.steps=8000   # the published human demos")
+    lines.append(f"   python compare.py run policies=diffusion_unet,lstm_gmm,ibc seeds=0,1,2 task={cfg.task}"
+                 + (f" dataset_path={cfg.dataset_path}" if cfg.dataset_path else "") + "   # compare methods")
+    return "\n".join(lines)
 
 
 @torch.no_grad()

@@ -305,3 +305,23 @@ def test_thread_governor_follows_other_jobs_while_training():
         assert governor.update() >= 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_run_ends_with_a_summary_a_person_reads(tmp_path):
+    """Score with its interval, success, where video/curve/checkpoint/W&B are, and the next commands."""
+    out = tmp_path / "run"
+    summary = {"step": 2000, "wall_s": 540.0, "hardware": "CPU Test, 2 cores", "n_episodes": 50,
+               "mean_max_reward": 0.853, "mean_max_reward_ci95": [0.8, 0.9], "success_rate": 0.3,
+               "success_rate_ci95": [0.19, 0.44], "videos": ["a.mp4", "b.mp4"]}
+    text = train.run_summary(parse_overrides([f"output_dir={out}"]), summary, out, out / "checkpoints/last.pt",
+                             out / "checkpoints/best.pt")
+    assert "2000 steps in 9.0 min on CPU Test, 2 cores (generated demonstrations)" in text
+    assert "score (mean max coverage) 0.853 (95% CI 0.800..0.900), success 30% (95% CI 19%..44%) over 50" in text
+    assert f"videos      {out / 'videos' / 'final'} (2 mp4)" in text
+    assert f"wandb sync {out / 'wandb'}/offline-run-*" in text
+    assert f"python eval.py checkpoint={out / 'checkpoints/last.pt'}" in text
+    assert "python -m datasets.download pusht" in text and "python compare.py run" in text
+    with_data = train.run_summary(parse_overrides(["dataset_path=/d/pusht.zip", "wandb.mode=disabled"]), summary,
+                                  out, out / "last.pt", out / "best.pt")
+    assert "datasets.download" not in with_data and "dataset_path=/d/pusht.zip   # compare" in with_data
+    assert "W&B run     off" in with_data
