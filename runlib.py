@@ -454,19 +454,22 @@ def run_evaluation(policy, task, cfg, device, output_dir: Path, tag: str) -> dic
                     video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware(device: torch.device) -> str:
     """What a run runs on, for reports: the GPU's name, or the CPU's model and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {model}, {os.cpu_count()} cores"
+    return f"CPU {cpu_model()}, {os.cpu_count()} cores"
 
 
 def score_line(result: dict) -> str:

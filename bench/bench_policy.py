@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ import torch  # noqa: E402
 from common import is_image_shape, run_cli  # noqa: E402
 from datasets.normalizer import Normalizer  # noqa: E402
 from policy import DiffusionPolicy, make_policy  # noqa: E402
-from runlib import load_checkpoint, policy_from_checkpoint  # noqa: E402
+from runlib import cpu_model, load_checkpoint, policy_from_checkpoint  # noqa: E402
 
 OBS_SHAPES = {"keypoints": (20,)}  # Push-T keypoint observations: 9 keypoints of the T + the agent, (x, y) each
 ACTION_DIM = 2
@@ -205,14 +204,7 @@ def ratio(reference: float | None, ours: float | None) -> str:
 
 def print_header(args) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores ({cpu}); "
           f"load average {load}{'; --quick' if args.quick else ''}")
     print("reference: Diffusion Policy repository on a 2-core machine (docs/design.md section 7.3); "
