@@ -304,6 +304,8 @@ def train(cfg: Config) -> dict:
         entry = {"step": step, "eval/mean_max_reward": result["mean_max_reward"],
                  "eval/success_rate": result["success_rate"]}
         log(entry)
+        if tag != "final":  # the final score is in the closing summary
+            tqdm.write(f"evaluation at step {step}: {score_line(result)}")
         if result["videos"]:
             log_video(run, result["videos"][0], step=step)
         if result["mean_max_reward"] > best_score:

@@ -152,7 +152,14 @@ def evaluate(
     results: list[EpisodeResult] = []
     videos: list[str] = []
     envs = None
-    bar = tqdm(total=n_episodes, desc="eval", unit="episode", disable=not progress, leave=False)
+    # Counted in environment steps, not episodes: the episodes of a batch run side by side and mostly end together
+    # near the step limit, so a bar of finished episodes would sit at 0 with no time-left estimate until the end.
+    # An episode that ends early is credited with the steps it did not need, so the bar ends exactly at its total.
+    step_limit = max_steps or task.max_episode_steps
+    bar = tqdm(total=n_episodes * step_limit, desc="eval", unit="step", disable=not progress, leave=False,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} env steps, {postfix} [{elapsed}<{remaining}]")
+    bar.set_postfix_str(f"0/{n_episodes} episodes")
+    finished = 0
     try:
         for first in range(0, n_episodes, n_envs):
             seeds = list(range(seed + first, seed + min(first + n_envs, n_episodes)))
@@ -188,7 +195,12 @@ def evaluate(
                     success[active] |= np.asarray(info["is_success"], dtype=bool)[active]
                     length[active] += 1
                     done |= terminated | truncated
-                    bar.update(int((done & active).sum()))
+                    ended = done & active
+                    bar.update(int(active.sum()) + int((step_limit - length[ended]).clip(min=0).sum()))
+                    if ended.any():
+                        finished += int(ended.sum())
+                        successes = sum(r.success for r in results) + int(success.sum())
+                        bar.set_postfix_str(f"{finished}/{n_episodes} episodes, {successes} successes")
                     history.append(task.obs_from_env(obs))
                     if done.all():
                         break

@@ -87,6 +87,23 @@ WILSON_95 = [
 ]
 
 
+def test_the_progress_bar_moves_before_any_episode_ends(capsys, monkeypatch):
+    """Episodes of a batch run side by side and end together; the bar counts environment steps, so it shows
+    progress (and a time-left estimate) long before the first episode ends, and ends exactly at its total."""
+    import functools
+
+    import envs.rollout
+    from tqdm import tqdm
+
+    monkeypatch.setattr(envs.rollout, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))  # draw every update
+    evaluate(DemonstratorPolicy(2), get_task("pusht_keypoints"), n_episodes=3, n_envs=2, seed=100000, max_steps=12,
+             progress=True)
+    frames = [f for f in capsys.readouterr().err.replace("\n", "\r").split("\r") if f.startswith("eval")]
+    assert any("0/3 episodes" in f and "/36 env steps" in f and not f.split(":")[1].strip().startswith("0%")
+               for f in frames), frames
+    assert "36/36 env steps" in frames[-1] and "3/3 episodes" in frames[-1], frames[-1]
+
+
 @pytest.mark.parametrize("k, n, lower, upper", WILSON_95)
 def test_success_rate_interval_is_wilsons(k, n, lower, upper):
     result = summarize(episodes(k, n))
