@@ -70,7 +70,7 @@ def generate(output: str | Path, n_episodes: int, first_seed: int = 0, workers: 
     Failed episodes (no success within 300 steps) are skipped unless `keep_failures`. Episodes are written
     in seed order as they finish, so an interrupted run leaves a readable buffer of the finished ones.
     """
-    workers = workers or min(2, os.cpu_count() or 1)
+    workers = workers or max(1, min(os.cpu_count() or 1, n_episodes))  # one episode per core at a time
     saved, failed, seed = 0, [], first_seed
     with ReplayBuffer.create(output, overwrite=overwrite) as buffer, ProcessPoolExecutor(workers) as pool, tqdm(
         total=n_episodes, desc="demonstrations", unit="episode"

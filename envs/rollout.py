@@ -157,7 +157,7 @@ def evaluate(
     # An episode that ends early is credited with the steps it did not need, so the bar ends exactly at its total.
     step_limit = max_steps or task.max_episode_steps
     bar = tqdm(total=n_episodes * step_limit, desc="eval", unit="step", disable=not progress, leave=False,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} env steps, {postfix} [{elapsed}<{remaining}]")
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} env steps{postfix} [{elapsed}<{remaining}]")
     bar.set_postfix_str(f"0/{n_episodes} episodes")
     finished = 0
     try:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from config import parse_overrides, policy_config_kwargs
+from config import FIRST_RUN_RECIPE, parse_overrides, policy_config_kwargs
 from policy import make_config
 
 
@@ -30,7 +30,7 @@ def test_image_and_robomimic_transformers_keep_the_generic_recipe():
 
 
 def test_unet_ibc_and_lstm_gmm_recipes():
-    cfg, unet = resolved("task=pusht_keypoints")
+    cfg, unet = resolved("task=pusht_keypoints", "dataset_path=data/pusht.zip")
     assert (unet.lr_warmup_steps, unet.optimizer_weight_decay, unet.optimizer_betas) == (500, 1e-6, (0.95, 0.999))
     assert unet.down_dims == (64, 128, 256)  # the small UNet is the product default; the paper's is one override
     _, image_unet = resolved("task=pusht_image")
@@ -44,3 +44,21 @@ def test_unet_ibc_and_lstm_gmm_recipes():
 def test_command_line_overrides_a_preset():
     _, policy = resolved("policy=diffusion_transformer", "policy.p_drop_attn=0.2")
     assert policy.p_drop_attn == 0.2
+
+
+def test_the_first_run_takes_its_recipe_only_on_the_embedded_demonstrations():
+    first, unet = resolved()  # `python train.py`
+    assert (first.training.steps, first.training.batch_size, first.training.lr, first.training.eval_every) == \
+           (FIRST_RUN_RECIPE["training.steps"], 64, FIRST_RUN_RECIPE["training.lr"], 0)
+    assert list(unet.down_dims) == FIRST_RUN_RECIPE["policy.down_dims"]
+    assert unet.diffusion_step_embed_dim == FIRST_RUN_RECIPE["policy.diffusion_step_embed_dim"]
+    # explicitly the embedded default: the same recipe; the command line still wins over it
+    assert resolved("dataset_path=None")[0].training.batch_size == 64
+    cfg, unet = resolved("training.steps=50", "policy.down_dims=[16,32]")
+    assert (cfg.training.steps, cfg.training.batch_size, unet.down_dims) == (50, 64, (16, 32))
+    # published data, or another policy or task: the paper's recipes, untouched
+    paper, unet = resolved("dataset_path=data/pusht.zip")
+    assert (paper.training.batch_size, paper.training.lr, paper.training.steps) == (256, None, 2000)
+    assert unet.down_dims == (64, 128, 256) and unet.diffusion_step_embed_dim == 256
+    assert resolved("policy=ibc")[0].training.batch_size == 256
+    assert resolved("task=pusht_lowdim")[0].training.batch_size == 256

@@ -31,7 +31,7 @@ def test_overrides_set_fields_and_presets():
            ("pusht_image", 7, 3, "disabled", 5)
     assert cfg.training.batch_size == 64  # the image task's preset
     assert policy_config_kwargs(cfg)["down_dims"] == (32, 64)
-    assert parse_overrides([]).policy_config["down_dims"] == [64, 128, 256]  # the small-UNet preset
+    assert parse_overrides(["dataset_path=/x/y.zip"]).policy_config["down_dims"] == [64, 128, 256]  # small UNet
 
 
 @pytest.mark.parametrize("argv, message", [
