@@ -127,7 +127,7 @@ for _name, _task in TASKS.items():
 # without dataset_path, so training on the published data keeps the paper's recipe; any key given on the command
 # line overrides it.
 FIRST_RUN_TASK, FIRST_RUN_POLICY = "pusht_keypoints", "diffusion_unet"
-FIRST_RUN_RECIPE = {"training.steps": 12000, "training.batch_size": 64, "training.lr": 3e-4,
+FIRST_RUN_RECIPE = {"training.steps": 10000, "training.batch_size": 64, "training.lr": 5e-4,
                     "training.eval_every": 0, "policy.down_dims": [32, 64, 128],
                     "policy.diffusion_step_embed_dim": 128}
 
