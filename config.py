@@ -130,6 +130,17 @@ FIRST_RUN_TASK, FIRST_RUN_POLICY = "pusht_keypoints", "diffusion_unet"
 FIRST_RUN_RECIPE = {"training.steps": 10000, "training.batch_size": 64, "training.lr": 5e-4,
                     "training.eval_every": 0, "policy.down_dims": [32, 64, 128],
                     "policy.diffusion_step_embed_dim": 128}
+# On a GPU time is not what limits the first run: 12,000 steps at 3e-4 scored higher (0.912 against 0.874 on the
+# CPU) and cost 2,000 steps of a 1.4M-parameter UNet more.
+FIRST_RUN_RECIPE_CUDA = {**FIRST_RUN_RECIPE, "training.steps": 12000, "training.lr": 3e-4}
+
+
+def first_run_recipe(device: str) -> dict:
+    """The first run's recipe for `device` as given (`auto` means CUDA where torch sees a GPU)."""
+    import torch
+
+    on_cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return FIRST_RUN_RECIPE_CUDA if on_cuda else FIRST_RUN_RECIPE
 
 
 def presets(task: str, policy: str) -> list[tuple[str, object]]:
@@ -249,9 +260,9 @@ def parse_overrides(argv: list[str], cfg: Config | None = None, use_presets: boo
     if use_presets:
         for key, value in presets(cfg.task, cfg.policy):
             _set(cfg, key, value)
-        given = {key for key, value in pairs if value is not None}
+        given = {key: value for key, value in pairs if value is not None}
         if (cfg.task, cfg.policy) == (FIRST_RUN_TASK, FIRST_RUN_POLICY) and "dataset_path" not in given:
-            for key, value in FIRST_RUN_RECIPE.items():
+            for key, value in first_run_recipe(given.get("device", cfg.device)).items():
                 _set(cfg, key, value)
     for key, value in pairs:
         if key not in ("task", "policy"):

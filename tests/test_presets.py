@@ -2,7 +2,7 @@
 
 import pytest
 
-from config import FIRST_RUN_RECIPE, parse_overrides, policy_config_kwargs
+from config import FIRST_RUN_RECIPE, FIRST_RUN_RECIPE_CUDA, parse_overrides, policy_config_kwargs
 from policy import make_config
 
 
@@ -47,7 +47,7 @@ def test_command_line_overrides_a_preset():
 
 
 def test_the_first_run_takes_its_recipe_only_on_the_embedded_demonstrations():
-    first, unet = resolved()  # `python train.py`
+    first, unet = resolved("device=cpu")  # `python train.py` on a machine without a GPU
     assert (first.training.steps, first.training.batch_size, first.training.lr, first.training.eval_every) == \
            (FIRST_RUN_RECIPE["training.steps"], 64, FIRST_RUN_RECIPE["training.lr"], 0)
     assert list(unet.down_dims) == FIRST_RUN_RECIPE["policy.down_dims"]
@@ -62,3 +62,14 @@ def test_the_first_run_takes_its_recipe_only_on_the_embedded_demonstrations():
     assert unet.down_dims == (64, 128, 256) and unet.diffusion_step_embed_dim == 256
     assert resolved("policy=ibc")[0].training.batch_size == 256
     assert resolved("task=pusht_lowdim")[0].training.batch_size == 256
+
+
+def test_the_first_run_on_a_gpu_takes_the_longer_recipe(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device=auto on a machine with a GPU
+    for argv, recipe in [((), FIRST_RUN_RECIPE_CUDA), (("device=cuda:0",), FIRST_RUN_RECIPE_CUDA),
+                         (("device=cpu",), FIRST_RUN_RECIPE)]:
+        cfg, _ = resolved(*argv)
+        assert (cfg.training.steps, cfg.training.lr) == (recipe["training.steps"], recipe["training.lr"]), argv
+    assert FIRST_RUN_RECIPE_CUDA["training.steps"] > FIRST_RUN_RECIPE["training.steps"]
