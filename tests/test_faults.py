@@ -236,8 +236,8 @@ def test_nonfinite_data_names_key_episode_split_and_step(tmp_path, capsys):
     ("dataset_path=", r"dataset_path='': expected a path \(an unset shell variable\?\)"),
     ("training.steps=2.5", r"training\.steps: expected an integer, got 2\.5"),
     ("policy.down_dims=[]", r"down_dims must hold at least one positive channel count, got \[\]"),
-    ("policy.horizon=9", r"UNet horizon 9 is not supported with down_dims \[64, 128, 256\]"),
-    ("policy.n_groups=7", r"every entry of down_dims \[64, 128, 256\] must be divisible by n_groups=7"),
+    ("policy.horizon=9", r"UNet horizon 9 is not supported with down_dims \[32, 64, 128\]"),
+    ("policy.n_groups=7", r"every entry of down_dims \[32, 64, 128\] must be divisible by n_groups=7"),
 ])
 def test_settings_that_cannot_work_stop_when_parsed(arg, message):
     with pytest.raises(ConfigError, match=message):
