@@ -92,8 +92,9 @@ def test_the_progress_bar_moves_before_any_episode_ends(capsys, monkeypatch):
     progress (and a time-left estimate) long before the first episode ends, and ends exactly at its total."""
     import functools
 
-    import envs.rollout
     from tqdm import tqdm
+
+    import envs.rollout
 
     monkeypatch.setattr(envs.rollout, "tqdm", functools.partial(tqdm, mininterval=0, miniters=1))  # draw every update
     evaluate(DemonstratorPolicy(2), get_task("pusht_keypoints"), n_episodes=3, n_envs=2, seed=100000, max_steps=12,
