@@ -19,6 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from common import ConfigError, is_image_shape
 from envs.tasks import TASKS, get_task
 from policy import config_presets, get_spec
@@ -135,10 +137,13 @@ FIRST_RUN_RECIPE = {"training.steps": 10000, "training.batch_size": 64, "trainin
 FIRST_RUN_RECIPE_CUDA = {**FIRST_RUN_RECIPE, "training.steps": 12000, "training.lr": 3e-4}
 
 
+def is_first_run(task: str, policy: str, dataset_path: str | None) -> bool:
+    """Whether a run takes the first run's recipe: the first run's task and policy on the embedded demonstrations."""
+    return (task, policy) == (FIRST_RUN_TASK, FIRST_RUN_POLICY) and not dataset_path
+
+
 def first_run_recipe(device: str) -> dict:
     """The first run's recipe for `device` as given (`auto` means CUDA where torch sees a GPU)."""
-    import torch
-
     on_cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     return FIRST_RUN_RECIPE_CUDA if on_cuda else FIRST_RUN_RECIPE
 
@@ -260,9 +265,9 @@ def parse_overrides(argv: list[str], cfg: Config | None = None, use_presets: boo
     if use_presets:
         for key, value in presets(cfg.task, cfg.policy):
             _set(cfg, key, value)
-        given = {key: value for key, value in pairs if value is not None}
-        if (cfg.task, cfg.policy) == (FIRST_RUN_TASK, FIRST_RUN_POLICY) and "dataset_path" not in given:
-            for key, value in first_run_recipe(given.get("device", cfg.device)).items():
+        given = dict(pairs)  # the recipe goes under the command line, so it is decided on what the line gives
+        if is_first_run(cfg.task, cfg.policy, given.get("dataset_path")):
+            for key, value in first_run_recipe(given.get("device") or cfg.device).items():
                 _set(cfg, key, value)
     for key, value in pairs:
         if key not in ("task", "policy"):

@@ -38,8 +38,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import CheckpointError, ConfigError, DataError, TrainingError, run_cli  # noqa: E402
-from config import (FIRST_RUN_POLICY, FIRST_RUN_TASK, SAMPLING_FIELDS, Config, check_policy_config,  # noqa: E402
-                    parse_overrides)
+from config import SAMPLING_FIELDS, Config, check_policy_config, is_first_run, parse_overrides  # noqa: E402
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
@@ -278,10 +277,11 @@ def train(cfg: Config) -> dict:
         f"{f', {threads} CPU thread(s)' if device.type == 'cpu' else ''}")
     say(f"data {data_info['path']}: {data_info['n_episodes']} episodes, {len(train_set)} training windows; "
         f"output {output_dir}")
-    if not cfg.dataset_path and (cfg.task, cfg.policy) == (FIRST_RUN_TASK, FIRST_RUN_POLICY):
+    if is_first_run(cfg.task, cfg.policy, cfg.dataset_path):
+        lr = cfg.training.lr or policy_cfg.optimizer_lr
         say(f"the first run's recipe (config.first_run_recipe, under any key given on the command line): "
-            f"{cfg.training.steps} steps x {cfg.training.batch_size}, lr {cfg.training.lr or policy_cfg.optimizer_lr:g}, UNet "
-            f"{list(policy_cfg.down_dims)}; with dataset_path= the paper's recipe applies")
+            f"{cfg.training.steps} steps x {cfg.training.batch_size}, lr {lr:g}, UNet {list(policy_cfg.down_dims)}; "
+            "with dataset_path= the paper's recipe applies")
     if ranks.distributed:
         say(f"data parallel: {ranks.world_size} process(es) ({torch.distributed.get_backend()}), global batch "
             f"{cfg.training.batch_size} = {ranks.world_size} x {cfg.training.batch_size // ranks.world_size}, "
