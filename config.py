@@ -1,25 +1,35 @@
-"""Run configuration for train.py and eval.py: dataclasses, named presets and `key=value` overrides.
+"""Run configuration for train.py, eval.py and compare.py: dataclasses, presets, named recipes, `key=value`
+overrides, and `resolve`, the one function that decides every value and says where it came from.
 
     python train.py task=pusht_image policy=diffusion_transformer training.steps=20000 policy.n_layers=4
+    python train.py print_config=true            # the resolved values and their sources, then exit
 
-`task=` and `policy=` pick presets (the task's, then the policy's, then the pair's; see `presets`), then every
-other `key=value` sets a field: `training.*`, `eval.*`, `wandb.*` and top-level keys of `Config`, and `policy.*`
-the fields of the chosen policy's own config dataclass (e.g. DiffusionConfig). Values are Python literals
-(`[64,128,256]`, `1e-4`, `None`, `true`) or bare strings. An unknown key, a value of the wrong type or a policy
-setting its config rejects stops with a message naming it, when the command line is parsed. The final config,
-with the classes it will build, is printed and saved with every checkpoint and W&B run.
+A value is decided in this order, each layer over the one before:
+  1. the dataclass default (TrainingConfig, EvalConfig, WandbConfig, Config; the policy's config, e.g. DiffusionConfig,
+     whose __post_init__ fills network-dependent values such as the optimizer's betas: "derived")
+  2. the task's presets (envs/tasks.py, `Task.presets`)
+  3. the policy's presets (policy/__init__.py, `PolicySpec.presets`)
+  4. the (task, policy) pair's presets (`PAIR_PRESETS` below)
+  5. the named recipe (`RECIPES` below): `recipe=quickstart` for a bare `python train.py` (Push-T keypoints,
+     diffusion_unet, the embedded scripted demonstrations), `recipe=presets` (nothing on top of the presets) otherwise
+  6. the command line
+`resolve` returns the Config, the built policy config and, for every value that differs from its dataclass default,
+its source; train.py prints that table at the start and stores it in config.json, the checkpoint and the W&B config.
+`policy.*` keys are the fields of the chosen policy's config dataclass. Values are Python literals (`[64,128,256]`,
+`1e-4`, `None`, `true`) or bare strings; `~` and `$VARS` in paths are expanded. An unknown key, a value of the wrong
+type or a policy setting its config rejects stops with a message naming it, when the command line is parsed.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from common import ConfigError, is_image_shape
 from envs.tasks import TASKS, get_task
@@ -28,10 +38,9 @@ from policy import config_presets, get_spec
 
 @dataclass
 class TrainingConfig:
-    steps: int = 2000  # (the first run, `python train.py`, takes config.FIRST_RUN_RECIPE)
+    steps: int = 2000  # (a bare `python train.py` takes recipe=quickstart's)
     batch_size: int = 256
-    lr: float | None = None  # None: the policy's published learning rate
-    warmup_steps: int | None = None  # None: the policy's (500 for Diffusion Policy)
+    # The learning rate and its warmup are the policy's: policy.optimizer_lr, policy.lr_warmup_steps.
     grad_clip_norm: float = 10.0
     use_ema: bool = True
     ema_power: float = 0.75
@@ -84,6 +93,7 @@ class Config:
     dataset_path: str | None = None  # None: the embedded default (scripted demonstrations, generated once)
     output_dir: str | None = None  # None: outputs/<task>_<policy>_seed<seed>
     seed: int = 0
+    recipe: str = "auto"  # a name in RECIPES; "auto": quickstart where it is defined and no dataset_path, else presets
     device: str = "auto"  # "auto" (cuda, mps, cpu), or any torch device
     resume: bool = True  # continue from output_dir/checkpoints/last.pt when it exists
     checkpoint: str | None = None  # eval.py: the checkpoint to evaluate
@@ -122,36 +132,49 @@ for _name, _task in TASKS.items():
         PAIR_PRESETS[(_name, "diffusion_transformer")] = {"policy.horizon": 10}  # Tp 10 on robomimic, 16 on Push-T
 
 
-# The first run: `python train.py` (Push-T keypoints, diffusion_unet, no dataset_path: the embedded scripted
-# demonstrations). A recipe measured to end with a working policy within 15 minutes on 2 CPU cores, install and
-# demonstrations included (README, "The first command"): on this data the score grows with the number of updates,
-# so it takes many small batches with a higher learning rate and a narrower UNet that steps faster. It applies only
-# without dataset_path, so training on the published data keeps the paper's recipe; any key given on the command
-# line overrides it.
-FIRST_RUN_TASK, FIRST_RUN_POLICY = "pusht_keypoints", "diffusion_unet"
-FIRST_RUN_RECIPE = {"training.steps": 10000, "training.batch_size": 64, "training.lr": 5e-4,
-                    "training.eval_every": 0, "policy.down_dims": [32, 64, 128],
-                    "policy.diffusion_step_embed_dim": 128}
-# On a GPU time is not what limits the first run: 12,000 steps at 3e-4 scored higher (0.912 against 0.874 on the
-# CPU) and cost 2,000 steps of a 1.4M-parameter UNet more.
-FIRST_RUN_RECIPE_CUDA = {**FIRST_RUN_RECIPE, "training.steps": 12000, "training.lr": 3e-4}
+# Named recipes: training budgets measured for a (task, policy) pair, applied over the presets and under the command
+# line. `recipe=presets` adds nothing. `quickstart` is the first command's: `python train.py` (Push-T keypoints,
+# diffusion_unet, the embedded scripted demonstrations) measured to end with a working policy within 15 minutes on
+# 2 CPU cores, install and demonstrations included (docs/getting_started.md): on this data the score grows with the
+# number of updates, so it takes many small batches with a higher learning rate and a narrower UNet that steps
+# faster. One recipe for every device: on a GPU, training.steps=12000 policy.optimizer_lr=3e-4 scored higher on the
+# CPU (0.912 against 0.874) for 2,000 steps more.
+RECIPES: dict[str, dict[tuple[str, str], dict]] = {
+    "presets": {},
+    "quickstart": {
+        ("pusht_keypoints", "diffusion_unet"): {
+            "training.steps": 10000, "training.batch_size": 64, "training.eval_every": 0,
+            "policy.optimizer_lr": 5e-4, "policy.down_dims": [32, 64, 128], "policy.diffusion_step_embed_dim": 128},
+    },
+}
+# Keys that an earlier version had, and the one key that replaced each (one key per knob).
+RENAMED_KEYS = {"training.lr": "policy.optimizer_lr", "training.warmup_steps": "policy.lr_warmup_steps"}
 
 
-def is_first_run(task: str, policy: str, dataset_path: str | None) -> bool:
-    """Whether a run takes the first run's recipe: the first run's task and policy on the embedded demonstrations."""
-    return (task, policy) == (FIRST_RUN_TASK, FIRST_RUN_POLICY) and not dataset_path
+def default_recipe(task: str, policy: str, dataset_path: str | None) -> str:
+    """What `recipe=auto` means: quickstart where it is defined for (task, policy) and the data is the embedded
+    default (it was measured there), else presets."""
+    return "quickstart" if (task, policy) in RECIPES["quickstart"] and not dataset_path else "presets"
 
 
-def first_run_recipe(device: str) -> dict:
-    """The first run's recipe for `device` as given (`auto` means CUDA where torch sees a GPU)."""
-    on_cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return FIRST_RUN_RECIPE_CUDA if on_cuda else FIRST_RUN_RECIPE
+def recipe_values(recipe: str, task: str, policy: str) -> dict:
+    """The `section.field` values of a named recipe for (task, policy); a recipe not defined for it stops here."""
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe={recipe!r}: unknown; known recipes: auto, {', '.join(RECIPES)}")
+    if recipe == "presets":
+        return {}
+    if (task, policy) not in RECIPES[recipe]:
+        pairs = ", ".join(f"task={t} policy={p}" for t, p in RECIPES[recipe])
+        raise ConfigError(f"recipe={recipe} is defined for {pairs} only, not task={task} policy={policy}; use "
+                          "recipe=presets (the presets alone)")
+    return RECIPES[recipe][(task, policy)]
 
 
-def presets(task: str, policy: str) -> list[tuple[str, object]]:
-    """The (key, value) presets of a task and policy, in the order they apply."""
-    return [*get_task(task).presets.items(), *get_spec(policy).presets.items(),
-            *PAIR_PRESETS.get((task, policy), {}).items()]
+def presets(task: str, policy: str) -> list[tuple[str, str, object]]:
+    """The (source, key, value) presets of a task and policy, in the order they apply."""
+    return [*((f"task {task}", k, v) for k, v in get_task(task).presets.items()),
+            *((f"policy {policy}", k, v) for k, v in get_spec(policy).presets.items()),
+            *((f"pair {task}+{policy}", k, v) for k, v in PAIR_PRESETS.get((task, policy), {}).items())]
 
 
 def _coerce(value, annotation, key: str):
@@ -221,10 +244,15 @@ def _fields(obj) -> dict:
     return _fields_of_class(type(obj))
 
 
+PATH_KEYS = ("dataset_path", "output_dir", "checkpoint")  # `~` and $VARS expanded, as a shell would
+
+
 def _set(cfg: Config, key: str, raw) -> None:
+    if key in RENAMED_KEYS:
+        raise ConfigError(f"{key} is now {RENAMED_KEYS[key]} (one key per knob): use {RENAMED_KEYS[key]}={raw!r}")
     parts = key.split(".")
     if parts[0] == "policy" and len(parts) == 2:
-        cfg.policy_config[parts[1]] = raw  # checked against the policy's config class in `finalize`
+        cfg.policy_config[parts[1]] = raw  # checked against the policy's config class by check_policy_config
         return
     target = cfg
     for part in parts[:-1]:
@@ -238,43 +266,156 @@ def _set(cfg: Config, key: str, raw) -> None:
         valid = ", ".join(f for f in fields if f != "policy_config" and not dataclasses.is_dataclass(getattr(target, f)))
         where = ".".join(parts[:-1]) or "top level"
         raise ConfigError(f"unknown config key {key!r}; valid keys at {where}: {valid}")
-    setattr(target, name, _coerce(raw, fields[name], key))
+    value = _coerce(raw, fields[name], key)
+    if key in PATH_KEYS and value:
+        value = os.path.expandvars(os.path.expanduser(value))
+    setattr(target, name, value)
 
 
 def _sections() -> str:
     return "training, eval, wandb, policy"
 
 
-def parse_overrides(argv: list[str], cfg: Config | None = None, use_presets: bool = True) -> Config:
-    """Build a Config from `key=value` arguments: presets of task= and policy= first, then the rest.
+def _plain(value):
+    """A value as JSON has it (tuples become lists), so that values from different layers compare."""
+    return json.loads(json.dumps(value, default=str))
 
-    `use_presets=False` applies the arguments alone on top of `cfg` (eval.py, on a checkpoint's config).
-    Unknown tasks, policies and keys, wrongly typed values and policy settings the policy's config rejects
-    raise ConfigError naming them.
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "policy_config":
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif k != "policy_config":
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@dataclass
+class Resolved:
+    """A run's configuration as `resolve` decided it.
+
+    config: the Config (its `policy_config` holds the policy.* values the layers set);
+    policy: the policy's config dataclass built from it with the task's observation shapes and action size;
+    sources: {key: [(source, value), ...]} every layer that set the key, in order (the last one wins);
+    print_only: `print_config=true` was given (print `table()` and exit).
     """
-    cfg = cfg or Config()
-    pairs = []
+
+    config: Config
+    policy: object
+    sources: dict[str, list[tuple[str, object]]]
+    print_only: bool = False
+
+    def values(self) -> dict[str, tuple[object, str, list[tuple[str, object]]]]:
+        """{key: (value, source, earlier (source, value) layers)} for every value that differs from its dataclass
+        default or that a layer set: `policy.*` keys for the policy's config, `section.field` for the rest."""
+        out = {}
+        defaults = _flat(Config().to_dict())
+        for key, value in _flat(self.config.to_dict()).items():
+            if key in self.sources or _plain(value) != _plain(defaults.get(key)):
+                layers = self.sources.get(key) or [("given in code", value)]
+                out[key] = (value, layers[-1][0], layers[:-1])
+        config_class = type(self.policy)
+        task = self.config.task
+        for f in dataclasses.fields(config_class):
+            key, value = f"policy.{f.name}", getattr(self.policy, f.name)
+            if f.name in ("obs_shapes", "action_dim"):
+                out[key] = (value, f"task {task} (its observations and actions)", [])
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else \
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            layers = self.sources.get(key, [])
+            if layers and _plain(layers[-1][1]) == _plain(value):
+                out[key] = (value, layers[-1][0], layers[:-1])
+            elif _plain(value) != _plain(default):  # filled in by the config class from other fields
+                out[key] = (value, f"derived by {config_class.__name__}.__post_init__ (from its other fields)", layers)
+        return out
+
+    def table(self) -> str:
+        """What a person reads at the start of a run: every non-default value and where it came from."""
+        rows = [(key, _plain(value), source + "".join(f"; over {s}: {_plain(v)}" for s, v in reversed(earlier)))
+                for key, (value, source, earlier) in self.values().items()]
+        width = max(len(k) for k, _, _ in rows)
+        shown = [(k, json.dumps(v) if not isinstance(v, str) else v, s) for k, v, s in rows]
+        vwidth = min(40, max(len(v) for _, v, _ in shown))
+        lines = [f"configuration: {len(rows)} values differ from the defaults or were set (key, value, source):"]
+        lines += [f"  {k:<{width}}  {v:<{vwidth}}  {s}" for k, v, s in shown]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-able: {key: {"value", "source", "over": [{"source", "value"}...]}} (config.json, checkpoints, W&B)."""
+        return {key: {"value": _plain(value), "source": source,
+                      "over": [{"source": s, "value": _plain(v)} for s, v in earlier]}
+                for key, (value, source, earlier) in self.values().items()}
+
+
+def resolve(argv: list[str], base: Config | None = None, use_presets: bool = True, base_source: str = "given in code",
+            policy_base: dict | None = None) -> Resolved:
+    """Decide every value of a run from `key=value` arguments, in the order of this module's docstring.
+
+    `base`: start from this Config instead of the defaults (its values labelled `base_source`); `use_presets=False`
+    applies the arguments alone (eval.py, on a checkpoint's config, with `policy_base` its saved policy config).
+    `print_config=true` is taken here (Resolved.print_only), by every entry point. Unknown tasks, policies, recipes
+    and keys, renamed keys, wrongly typed values and policy settings the policy's config rejects raise ConfigError
+    naming them.
+    """
+    cfg = dataclasses.replace(base, training=dataclasses.replace(base.training),
+                              eval=dataclasses.replace(base.eval), wandb=dataclasses.replace(base.wandb),
+                              policy_config=dict(base.policy_config)) if base else Config()
+    sources: dict[str, list[tuple[str, object]]] = {}
+    if base is not None:
+        defaults = _flat(Config().to_dict())
+        for key, value in _flat(base.to_dict()).items():
+            if _plain(value) != _plain(defaults.get(key)):
+                sources[key] = [(base_source, value)]
+        for key, value in (policy_base or {}).items():
+            sources[f"policy.{key}"] = [(base_source, value)]
+    pairs, print_only = [], False
     for arg in argv:
         if "=" not in arg or arg.startswith("="):
             raise ConfigError(f"bad argument {arg!r}: expected key=value (e.g. training.steps=1000)")
         key, text = arg.split("=", 1)
-        pairs.append((key.strip(), _parse_value(text)))
+        key, value = key.strip(), _parse_value(text)
+        if key == "print_config":
+            print_only = _coerce(value, bool, key)
+        else:
+            pairs.append((key, value))
+
+    def apply(source: str, key: str, value) -> None:
+        _set(cfg, key, value)
+        sources.setdefault(key, []).append((source, value))
+
     for key, value in pairs:
         if key in ("task", "policy"):
-            _set(cfg, key, value)
+            apply("command line", key, value)
+    get_task(cfg.task), get_spec(cfg.policy)  # unknown names stop here, listing the known ones
+    given = dict(pairs)
     if use_presets:
-        for key, value in presets(cfg.task, cfg.policy):
-            _set(cfg, key, value)
-        given = dict(pairs)  # the recipe goes under the command line, so it is decided on what the line gives
-        if is_first_run(cfg.task, cfg.policy, given.get("dataset_path")):
-            for key, value in first_run_recipe(given.get("device") or cfg.device).items():
-                _set(cfg, key, value)
+        for source, key, value in presets(cfg.task, cfg.policy):
+            apply(source, key, value)
+        if "recipe" in given:
+            apply("command line", "recipe", given["recipe"])
+        if cfg.recipe == "auto":
+            dataset_path = given.get("dataset_path", cfg.dataset_path)
+            data = "dataset_path given" if dataset_path else "the embedded demonstrations"
+            apply(f"auto (task {cfg.task}, policy {cfg.policy}, {data})", "recipe",
+                  default_recipe(cfg.task, cfg.policy, dataset_path))
+        for key, value in recipe_values(cfg.recipe, cfg.task, cfg.policy).items():
+            apply(f"recipe {cfg.recipe}", key, value)
     for key, value in pairs:
-        if key not in ("task", "policy"):
-            _set(cfg, key, value)
+        if key not in ("task", "policy") and not (use_presets and key == "recipe"):
+            apply("command line", key, value)
     check_values(cfg)
-    check_policy_config(cfg)
-    return cfg
+    if policy_base is not None:
+        policy = build_policy_config(cfg, {**policy_base, **cfg.policy_config})
+    else:
+        policy = check_policy_config(cfg)
+    return Resolved(cfg, policy, sources, print_only)
+
+
+def parse_overrides(argv: list[str], cfg: Config | None = None, use_presets: bool = True) -> Config:
+    """`resolve(argv, cfg, use_presets).config`: the Config alone, for code that needs no sources."""
+    return resolve(argv, cfg, use_presets).config
 
 
 def check_values(cfg: Config) -> None:
@@ -284,8 +425,6 @@ def check_values(cfg: Config) -> None:
     rules = [
         ("training.steps", t.steps, t.steps >= 1, "a positive number of steps"),
         ("training.batch_size", t.batch_size, t.batch_size >= 1, "a positive batch size"),
-        ("training.lr", t.lr, t.lr is None or t.lr > 0, "a positive learning rate (or None: the policy's)"),
-        ("training.warmup_steps", t.warmup_steps, t.warmup_steps is None or t.warmup_steps >= 0, ">= 0 (or None)"),
         ("training.grad_clip_norm", t.grad_clip_norm, t.grad_clip_norm > 0, "a positive norm"),
         ("training.ema_power", t.ema_power, t.ema_power > 0, "a positive power"),
         ("training.ema_max_decay", t.ema_max_decay, 0 <= t.ema_max_decay < 1, "a decay in [0, 1)"),
@@ -341,6 +480,16 @@ def check_policy_config(cfg: Config, task=None):
         raise ConfigError(f"policy {cfg.policy!r} on task {cfg.task!r} ({given}): {e}") from e
 
 
+def build_policy_config(cfg: Config, values: dict):
+    """The policy config from a saved dict of its fields (a checkpoint's) and `policy.*` overrides."""
+    spec = get_spec(cfg.policy)
+    try:
+        return spec.config_class(**values)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"policy {cfg.policy!r} with {sorted(cfg.policy_config.items()) or 'its saved config'}: "
+                          f"{e}") from e
+
+
 def policy_config_kwargs(cfg: Config) -> dict:
     """The policy's presets and `policy.*` overrides as config keyword arguments, checked against the policy's
     config dataclass (names and types)."""
@@ -364,14 +513,28 @@ def _fields_of_class(cls) -> dict:
     return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls)}
 
 
+def renamed_values(d: dict) -> dict:
+    """The policy config fields that an earlier version's saved config set through RENAMED_KEYS (training.lr,
+    training.warmup_steps), e.g. {"optimizer_lr": 5e-4}; {} for configs of this version."""
+    out = {}
+    for old, new in RENAMED_KEYS.items():
+        section, name = old.split(".")
+        value = (d.get(section) or {}).get(name)
+        if value is not None:
+            out[new.split(".", 1)[1]] = value
+    return out
+
+
 def config_from_dict(d: dict) -> Config:
     """Rebuild a Config saved with `to_dict()` (in a checkpoint)."""
     def known(cls, values: dict) -> dict:  # keys that a newer version dropped are ignored
         names = {f.name for f in dataclasses.fields(cls)}
         return {k: v for k, v in values.items() if k in names}
 
+    policy_config = {**renamed_values(d), **d.get("policy_config", {})}
     return Config(
-        **known(Config, {k: v for k, v in d.items() if k not in ("training", "eval", "wandb")}),
+        **known(Config, {k: v for k, v in d.items() if k not in ("training", "eval", "wandb", "policy_config")}),
+        policy_config=policy_config,
         training=TrainingConfig(**known(TrainingConfig, d.get("training", {}))),
         eval=EvalConfig(**known(EvalConfig, d.get("eval", {}))),
         wandb=WandbConfig(**known(WandbConfig, d.get("wandb", {}))),

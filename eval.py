@@ -9,17 +9,19 @@ in a gymnasium vector env, writes `eval.json` (n_episodes, success_rate, mean_ma
 confidence intervals, per-episode seed / max reward / success / length) and mp4 videos of the first
 episodes into `output_dir` (default: <run>/eval), and logs the same to W&B (offline unless wandb.mode=online).
 Shorthands: `n_episodes=`, `n_envs=` and `seed=` mean `eval.n_episodes=`, `eval.n_envs=` and `eval.seed=`.
+`print_config=true` prints the values the evaluation would use (the checkpoint's, then the command line's) and exits.
 `policy.*` may change only how the policy samples (inference scheduler and steps), not its weights.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from common import CheckpointError, ConfigError, run_cli
-from config import SAMPLING_FIELDS, config_from_dict, parse_overrides
+from config import SAMPLING_FIELDS, config_from_dict, resolve
 from envs.tasks import get_task
 from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, prepare_output_dir,
                     run_evaluation, score_line, seed_everything, set_torch_threads, start_wandb)
@@ -33,18 +35,27 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
     if not checkpoint:
         raise ConfigError("checkpoint=PATH is required (e.g. outputs/<run>/checkpoints/last.pt)")
+    checkpoint = os.path.expandvars(os.path.expanduser(checkpoint))
     ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"])
-    cfg.output_dir = None
-    cfg.policy_config = {}
-    cfg = parse_overrides(args, cfg, use_presets=False)
+    base = config_from_dict(ckpt["config"])
+    base.output_dir = None
+    base.policy_config = {}
+    sampling = {a.split("=", 1)[0] for a in args if a.startswith("policy.")}
+    if "policy.inference_scheduler" in sampling and "policy.num_inference_steps" not in sampling:
+        args.append("policy.num_inference_steps=None")  # the new scheduler's default
+    changed = {key.split(".", 1)[1] for key in sampling} - set(SAMPLING_FIELDS)
+    if changed:
+        raise ConfigError(f"eval.py can change only {sorted(SAMPLING_FIELDS)} of the policy, not {sorted(changed)}")
+    resolved = resolve(args, base, use_presets=False, base_source=f"checkpoint {checkpoint}",
+                       policy_base=ckpt["policy_config"])
+    cfg = resolved.config
+    if resolved.print_only:
+        print(resolved.table())
+        return None
     if cfg.task != ckpt["task"]:
         raise CheckpointError(f"{checkpoint}: the checkpoint is for task {ckpt['task']!r}, not {cfg.task!r}")
     if cfg.policy != ckpt["policy_name"]:
         raise CheckpointError(f"{checkpoint}: the checkpoint holds policy {ckpt['policy_name']!r}, not {cfg.policy!r}")
-    changed = set(cfg.policy_config) - set(SAMPLING_FIELDS)
-    if changed:
-        raise ConfigError(f"eval.py can change only {sorted(SAMPLING_FIELDS)} of the policy, not {sorted(changed)}")
     task = get_task(cfg.task).with_spec(ckpt.get("task_spec"))
     device = pick_device(cfg.device)
     set_torch_threads(cfg.training.threads)  # a shared machine: only the cores that are free
@@ -52,10 +63,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     # checkpoint and settings give the same numbers (on a GPU, nondeterministic kernels may still differ).
     seed_everything(cfg.seed)
 
-    policy_config = dict(cfg.policy_config)
-    if "inference_scheduler" in cfg.policy_config and "num_inference_steps" not in cfg.policy_config:
-        policy_config["num_inference_steps"] = None  # the new scheduler's default
-    policy = policy_from_checkpoint(ckpt, checkpoint, config_overrides=policy_config).to(device)
+    policy = policy_from_checkpoint(ckpt, checkpoint, config_overrides=cfg.policy_config).to(device)
 
     output_dir = Path(cfg.output_dir) if cfg.output_dir else Path(checkpoint).resolve().parent.parent / "eval"
     prepare_output_dir(output_dir)

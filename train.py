@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -38,14 +39,15 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import CheckpointError, ConfigError, DataError, TrainingError, run_cli  # noqa: E402
-from config import SAMPLING_FIELDS, Config, check_policy_config, is_first_run, parse_overrides  # noqa: E402
+from config import (SAMPLING_FIELDS, Config, Resolved, check_policy_config, renamed_values,  # noqa: E402
+                    resolve)
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
 from policy.batch_share import batch_share  # noqa: E402
 from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, check_resumable, code_version,  # noqa: E402
-                    cpu_share, data_parallel, first_over_ranks, from_rank0, load_checkpoint, log_video,
-                    hardware, mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint, score_line,
+                    cpu_share, data_parallel, first_over_ranks, from_rank0, hardware, load_checkpoint, log_video,
+                    mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint, score_line,
                     seed_everything, set_rank_rng_state, set_torch_threads, share_rng_of_rank0, start_distributed,
                     start_wandb, threads_default, to_device)
 
@@ -176,15 +178,61 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- the run
 
 
-def train(cfg: Config) -> dict:
+@dataclass
+class Run:
+    """One training run: what `setup` builds, and the state the phases below share and update."""
+
+    cfg: Config
+    resolved: Resolved
+    task: Task
+    ranks: Ranks
+    device: torch.device
+    output_dir: Path
+    policy_cfg: object
+    train_set: WindowDataset
+    val_set: WindowDataset | None
+    data_info: dict
+    policy: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    ema: EMA | None  # rank 0 only: its weights serve validation, evaluations and checkpoints
+    governor: ThreadGovernor | None
+    threads: int
+    started: float  # perf_counter() when this process started the run
+    machine: str
+    run_id: str
+    # What changes while training (saved in every checkpoint):
+    step: int = 0
+    best_score: float = -math.inf
+    history: list = field(default_factory=list)
+    wall_before: float = 0.0  # seconds of the earlier processes of this run (a resumed run)
+    info: dict = field(default_factory=dict)  # what config.json, the checkpoints and W&B record about the run
+    wandb: object = None  # the W&B run (rank 0), or NoRun
+
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / "checkpoints" / "best.pt"
+
+    @property
+    def say(self):
+        """print on rank 0, nothing on the other ranks."""
+        return print if self.ranks.main else (lambda *args, **kwargs: None)
+
+
+def setup(resolved: Resolved) -> Run:
+    """Phase 1: device and ranks, threads, output dir, data (the dataset can change the task: robomimic's
+    environment metadata and action kind), normalizer, policy, optimizer and schedule, EMA."""
+    cfg = resolved.config
     started = time.perf_counter()  # wall time of this process, added to the checkpoint's (reports show it)
-    task = get_task(cfg.task)
     # Under torchrun: the process group, this rank's GPU (or the CPU); a plain run: one process (ranks.main).
     ranks, device = start_distributed(cfg.device, cfg.training.batch_size, cfg.training.dist_timeout_s)
-    say = print if ranks.main else lambda *args, **kwargs: None  # rank 0 alone prints
     threads = set_torch_threads(cfg.training.threads, cpu_share(ranks))
     # Without an explicit training.threads, follow what other jobs leave free while training (checked at logs).
     governor = ThreadGovernor(cpu_share(ranks) or threads_default()) \
@@ -192,27 +240,18 @@ def train(cfg: Config) -> dict:
     output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
     if ranks.main:
         prepare_output_dir(output_dir)  # created and writable, before any data is read
-    last_path, best_path = output_dir / "checkpoints" / "last.pt", output_dir / "checkpoints" / "best.pt"
     seed_everything(cfg.seed)  # every rank the same: one random state for all ranks (policy/batch_share.py)
 
-    # The dataset can change the task (robomimic: environment metadata, absolute or relative actions).
-    data_path, task = bind_dataset(cfg, task, ranks)
-    # Policy config next: its horizons shape the data windows.
-    spec = get_spec(cfg.policy)
-    policy_cfg = check_policy_config(cfg, task)
-
+    data_path, task = bind_dataset(cfg, get_task(cfg.task), ranks)
+    policy_cfg = check_policy_config(cfg, task)  # its horizons shape the data windows
+    resolved.policy = policy_cfg  # bound to the dataset (robomimic: the action size of its action kind)
     train_set, val_set, data_info = load_data(data_path, cfg, task, policy_cfg)
     normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=policy_cfg.image_keys)
-    policy = spec.policy_class(policy_cfg, normalizer).to(device)
-    optimizer = policy.make_optimizer()
-    if cfg.training.lr is not None:
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.training.lr
+    policy = get_spec(cfg.policy).policy_class(policy_cfg, normalizer).to(device)
+    optimizer = policy.make_optimizer()  # policy.optimizer_lr and the policy's parameter groups
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
-    warmup = cfg.training.warmup_steps if cfg.training.warmup_steps is not None else policy_cfg.lr_warmup_steps
-    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, cfg.training.steps)
-    # The EMA weights serve rank 0's validation, evaluations and checkpoints: the other ranks keep none.
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, policy_cfg.lr_warmup_steps, cfg.training.steps)
     ema = EMA(policy, power=cfg.training.ema_power, max_decay=cfg.training.ema_max_decay) \
         if cfg.training.use_ema and ranks.main else None
     if cfg.training.compile:
@@ -224,200 +263,300 @@ def train(cfg: Config) -> dict:
                               "(diffusion policies only)")
         policy.model.forward = torch.compile(policy.model.forward,
                                              mode="reduce-overhead" if device.type == "cuda" else None)
-    n_params = sum(p.numel() for p in policy.parameters())
-
-    step, best_score, history = 0, -math.inf, []
-    wall_before = 0.0  # seconds of the earlier processes of this run (resumed runs)
     machine = hardware(device) + (f" x {ranks.world_size} processes" if ranks.distributed else "")
-    run_id = f"{output_dir.name}-{int(time.time())}"
+    return Run(cfg, resolved, task, ranks, device, output_dir, policy_cfg, train_set, val_set, data_info, policy,
+               optimizer, lr_scheduler, ema, governor, threads, started, machine,
+               run_id=f"{output_dir.name}-{int(time.time())}")
+
+
+def resume(run: Run) -> dict | None:
+    """Phase 2: continue from output_dir/checkpoints/last.pt when it exists (and resume=true): weights, EMA,
+    optimizer, schedule, step, history and random states. Returns the results of a run that is already complete
+    (nothing more to do), else None."""
+    cfg, ranks = run.cfg, run.ranks
     # Rank 0 reads the checkpoint and sends it to the other ranks (their machines need not see output_dir); to the
     # CPU (RNG states must stay there), load_state_dict moves the rest.
-    ckpt = from_rank0(load_checkpoint(last_path) if cfg.resume and ranks.main and last_path.exists() else None, ranks)
-    if ckpt is not None:
-        check_resumable(ckpt, last_path)
-        if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
-            raise CheckpointError(f"{last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
-                                  f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
-        now = policy_cfg.to_dict()
-        changed = {k: (v, now.get(k)) for k, v in ckpt["policy_config"].items()
-                   if now.get(k) != v and k not in SAMPLING_FIELDS}
-        if changed:  # e.g. another network size: the weights would not fit, or would mean something else
-            raise CheckpointError(f"{last_path}: its {cfg.policy} has another configuration than this run's "
-                                  f"(saved vs now: {changed}); use another output_dir or resume=false")
-        finished = from_rank0(finished_run(output_dir, ckpt, cfg) if ranks.main else None, ranks)
-        if finished is not None:
-            return finished
-        policy.load_state_dict(ckpt["policy"])
-        wall_before = float(ckpt.get("wall_s", 0.0))
-        if ckpt.get("hardware") and ckpt["hardware"] != machine:
-            machine = f"{ckpt['hardware']}; resumed on {machine}"
-        optimizer.load_state_dict(ckpt["optimizer"])
-        lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
-        if ema is not None:
-            ema.load_state_dict(ckpt["ema"])
-        step, best_score, history, run_id = ckpt["step"], ckpt["best_score"], ckpt["history"], ckpt["wandb_run_id"]
-        set_rank_rng_state(ckpt["rng"], ranks, device)
-        say(f"resumed from {last_path} at step {step}")
-        if ckpt.get("world_size", 1) != ranks.world_size:
-            was, now, batch = ckpt.get("world_size", 1), ranks.world_size, cfg.training.batch_size
-            say(f"warning: {last_path} was trained by {was} process(es), this run has {now}: the global batch "
+    exists = cfg.resume and ranks.main and run.last_path.exists()
+    ckpt = from_rank0(load_checkpoint(run.last_path) if exists else None, ranks)
+    if ckpt is None:
+        return None
+    check_resumable(ckpt, run.last_path)
+    if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
+        raise CheckpointError(f"{run.last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
+                              f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
+    saved = {**ckpt["policy_config"], **renamed_values(ckpt["config"])}  # an earlier version's training.lr
+    now = run.policy_cfg.to_dict()
+    changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v and k not in SAMPLING_FIELDS}
+    if changed:  # e.g. another network size: the weights would not fit, or would mean something else
+        raise CheckpointError(f"{run.last_path}: its {cfg.policy} has another configuration than this run's "
+                              f"(saved vs now: {changed}); use another output_dir or resume=false")
+    finished = from_rank0(finished_run(run.output_dir, ckpt, cfg) if ranks.main else None, ranks)
+    if finished is not None:
+        return finished
+    run.policy.load_state_dict(ckpt["policy"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(ckpt["ema"])
+    run.step, run.best_score, run.history, run.run_id = (ckpt["step"], ckpt["best_score"], ckpt["history"],
+                                                         ckpt["wandb_run_id"])
+    run.wall_before = float(ckpt.get("wall_s", 0.0))
+    if ckpt.get("hardware") and ckpt["hardware"] != run.machine:
+        run.machine = f"{ckpt['hardware']}; resumed on {run.machine}"
+    set_rank_rng_state(ckpt["rng"], ranks, run.device)
+    if ranks.main:  # the steps after the last checkpoint are trained again: history.jsonl restarts from its history
+        write_history(run.output_dir / HISTORY_FILE, run.history)
+    run.say(f"resumed from {run.last_path} at step {run.step}")
+    if ckpt.get("world_size", 1) != ranks.world_size:
+        was, now, batch = ckpt.get("world_size", 1), ranks.world_size, cfg.training.batch_size
+        run.say(f"warning: {run.last_path} was trained by {was} process(es), this run has {now}: the global batch "
                 f"(training.batch_size={batch}), the windows of every step, the per-sample random draws and the "
                 f"learning rate stay the same; each process's share goes from {batch // was} to {batch // now} "
                 "windows (memory and speed per GPU change) and gradients are summed in another order, so the run "
                 "continues the same optimization up to float rounding, not bit for bit (dropout masks, where a "
                 "policy has dropout, are drawn anew)", file=sys.stderr)
+    return None
 
-    run_info = {"dataset": {k: v for k, v in data_info.items() if not k.endswith("_episodes")},
-                "normalizer_stats": {k: {s: v.tolist() for s, v in st.items()} for k, st in normalizer.stats().items()},
+
+def announce(run: Run) -> None:
+    """Phase 3: print what runs (every non-default value and its source, the classes, data and output), write
+    config.json and start the W&B run (rank 0)."""
+    cfg, spec = run.cfg, get_spec(run.cfg.policy)
+    n_params = sum(p.numel() for p in run.policy.parameters())
+    policy_class = f"{spec.policy_class.__module__}.{spec.policy_class.__name__}"
+    run.say(run.resolved.table())
+    run.say(f"task {cfg.task} ({run.task.env_id}, obs {run.task.obs_shapes}), policy {cfg.policy} ({policy_class}, "
+            f"{n_params / 1e6:.2f}M parameters) on {run.device}"
+            f"{f', {run.threads} CPU thread(s)' if run.device.type == 'cpu' else ''}; recipe {cfg.recipe}")
+    run.say(f"data {run.data_info['path']}: {run.data_info['n_episodes']} episodes, {len(run.train_set)} training "
+            f"windows; output {run.output_dir}")
+    if run.ranks.distributed:
+        run.say(f"data parallel: {run.ranks.world_size} process(es) ({torch.distributed.get_backend()}), global "
+                f"batch {cfg.training.batch_size} = {run.ranks.world_size} x "
+                f"{cfg.training.batch_size // run.ranks.world_size}, learning rate "
+                f"{run.lr_scheduler.base_lrs[0]:g} as configured (not rescaled)")
+    run.info = {"dataset": {k: v for k, v in run.data_info.items() if not k.endswith("_episodes")},
+                "normalizer_stats": {k: {s: v.tolist() for s, v in st.items()}
+                                     for k, st in run.policy.normalizer.stats().items()},
                 "code_version": code_version(), "n_parameters": n_params,
-                "classes": {"policy": f"{spec.policy_class.__module__}.{spec.policy_class.__name__}",
-                            "task": cfg.task, "env": task.env_id}}
-    say(f"task {cfg.task} ({task.env_id}, obs {task.obs_shapes}), policy {cfg.policy} "
-        f"({run_info['classes']['policy']}, {n_params / 1e6:.2f}M parameters) on {device}"
-        f"{f', {threads} CPU thread(s)' if device.type == 'cpu' else ''}")
-    say(f"data {data_info['path']}: {data_info['n_episodes']} episodes, {len(train_set)} training windows; "
-        f"output {output_dir}")
-    if is_first_run(cfg.task, cfg.policy, cfg.dataset_path):
-        lr = cfg.training.lr or policy_cfg.optimizer_lr
-        say(f"the first run's recipe (config.first_run_recipe, under any key given on the command line): "
-            f"{cfg.training.steps} steps x {cfg.training.batch_size}, lr {lr:g}, UNet {list(policy_cfg.down_dims)}; "
-            "with dataset_path= the paper's recipe applies")
-    if ranks.distributed:
-        say(f"data parallel: {ranks.world_size} process(es) ({torch.distributed.get_backend()}), global batch "
-            f"{cfg.training.batch_size} = {ranks.world_size} x {cfg.training.batch_size // ranks.world_size}, "
-            f"learning rate {lr_scheduler.base_lrs[0]:g} as configured (not rescaled)")
-    run = start_wandb(cfg, output_dir, run_info, run_id) if ranks.main else NoRun()
+                "classes": {"policy": policy_class, "task": cfg.task, "env": run.task.env_id},
+                "resolved": run.resolved.to_dict()}
+    if not run.ranks.main:
+        run.wandb = NoRun()
+        return
+    write_json(run.output_dir / "config.json", {
+        "task": cfg.task, "policy": cfg.policy, "seed": cfg.seed, "recipe": cfg.recipe, "group": cfg.wandb.group,
+        "config": cfg.to_dict(), "policy_config": run.policy_cfg.to_dict(), **run.info})
+    run.wandb = start_wandb(cfg, run.output_dir, run.info, run.run_id)
 
-    def checkpoint_state() -> dict:
-        return {"config": cfg.to_dict(), "task": cfg.task, "task_spec": task.spec(), "policy_name": cfg.policy,
-                "policy_config": policy_cfg.to_dict(), "policy": policy.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(), "step": step, "best_score": best_score,
-                "history": history, "rng": rng_state(), "wandb_run_id": run_id, "dataset": data_info,
-                "normalizer_stats": run_info["normalizer_stats"], "code_version": run_info["code_version"],
-                "world_size": ranks.world_size, "wall_s": wall_before + time.perf_counter() - started,
-                "hardware": machine}
 
-    def log(entry: dict) -> None:
-        history.append(entry)
-        run.log({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
-
-    def evaluate_now(tag: str) -> dict:
-        nonlocal best_score
-        eval_policy = ema.averaged if ema is not None else policy
-        result = run_evaluation(eval_policy, task, cfg, device, output_dir, tag)
-        entry = {"step": step, "eval/mean_max_reward": result["mean_max_reward"],
-                 "eval/success_rate": result["success_rate"]}
-        log(entry)
-        if tag != "final":  # the final score is in the closing summary
-            tqdm.write(f"evaluation at step {step}: {score_line(result)}")
-        if result["videos"]:
-            log_video(run, result["videos"][0], step=step)
-        if result["mean_max_reward"] > best_score:
-            best_score = result["mean_max_reward"]
-            save_checkpoint(best_path, checkpoint_state())
-        policy.train()
-        return result
-
-    use_bf16 = cfg.training.bf16 and device.type == "cuda"
-    sampler = StepBatches(len(train_set), cfg.training.batch_size, cfg.seed, step, cfg.training.steps, ranks.rank,
-                          ranks.world_size)  # this rank's share of each step's global batch
-    if data_on_device(cfg, train_set, device):
+def batches(run: Run):
+    """This rank's batches from the current step on (its share of each step's global batch), on the device."""
+    cfg = run.cfg
+    sampler = StepBatches(len(run.train_set), cfg.training.batch_size, cfg.seed, run.step, cfg.training.steps,
+                          run.ranks.rank, run.ranks.world_size)
+    if data_on_device(cfg, run.train_set, run.device):
         # The whole dataset on the accelerator: a batch is one gather there (same windows as the loader's).
-        device_set = train_set.to(device)
-        batches = (device_set.__getitems__(indices) for indices in sampler)
-        say(f"data on {device}: {device_set.nbytes() / 2**20:.0f} MiB{' per rank' if ranks.distributed else ''}")
-    else:
-        batches = make_loader(train_set, cfg.training.batch_size, shuffle=True, num_workers=cfg.training.num_workers,
-                              pin_memory=device.type == "cuda", batch_sampler=sampler)
-    model = data_parallel(policy, ranks, device)  # the policy, or the policy in DistributedDataParallel
-    policy.train()
-    result = None
+        device_set = run.train_set.to(run.device)
+        run.say(f"data on {run.device}: {device_set.nbytes() / 2**20:.0f} MiB"
+                f"{' per rank' if run.ranks.distributed else ''}")
+        return (device_set.__getitems__(indices) for indices in sampler)
+    loader = make_loader(run.train_set, cfg.training.batch_size, shuffle=True, num_workers=cfg.training.num_workers,
+                         pin_memory=run.device.type == "cuda", batch_sampler=sampler)
+    return (to_device(batch, run.device) for batch in loader)
 
-    def due(step: int, every: int) -> bool:
-        """Periodic work: every `every` steps (0: only at the last step) and always at the last step."""
-        return step == cfg.training.steps or (every > 0 and step % every == 0)
 
-    # Non-finite losses are recorded on the device (the first step that had one) and read only at logs,
-    # checkpoints and evaluations: a check per step would make the host wait for the GPU every step. Nothing
-    # computed after a bad step is ever saved, so the last checkpoint stays good.
-    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
-    step_on_device = torch.full((), step, dtype=torch.int64, device=device)
-    checked_step = step
+class LossWatch:
+    """Non-finite losses, recorded on the device (the first step that had one) and read only at logs, checkpoints
+    and evaluations: a check per step would make the host wait for the GPU every step. Nothing computed after a
+    bad step is ever saved, so the last checkpoint stays good."""
 
-    def check_finite() -> None:
-        nonlocal checked_step
-        bad = int(first_over_ranks(first_bad_step, ranks))  # the first on any rank: every rank stops
+    def __init__(self, step: int, device: torch.device):
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.step = torch.full((), step, dtype=torch.int64, device=device)
+        self.checked = step
+
+    def record(self, loss: torch.Tensor) -> None:
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss.detach()), self.step, self.first_bad)
+        self.step += 1
+
+    def check(self, run: Run) -> None:
+        bad = int(first_over_ranks(self.first_bad, run.ranks))  # the first on any rank: every rank stops
         if bad >= 0:
-            good = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was saved yet"
-            raise TrainingError(f"non-finite loss (nan or inf) at step {bad}, found at step {step} (losses are checked "
-                                f"at every log, checkpoint and evaluation; steps {checked_step}..{step - 1} were "
-                                f"unchecked); stopping ({good})")
-        checked_step = step
+            good = f"the last good checkpoint is {run.last_path}" if run.last_path.exists() else \
+                "no checkpoint was saved yet"
+            raise TrainingError(f"non-finite loss (nan or inf) at step {bad}, found at step {run.step} (losses are "
+                                f"checked at every log, checkpoint and evaluation; steps {self.checked}.."
+                                f"{run.step - 1} were unchecked); stopping ({good})")
+        self.checked = run.step
 
-    bar = tqdm(total=cfg.training.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+
+def train_step(run: Run, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss, backward, clip, optimizer and schedule step, EMA; returns the loss and the gradient norm."""
+    use_bf16 = run.cfg.training.bf16 and run.device.type == "cuda"
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16), \
+            batch_share(run.ranks.rank, run.ranks.world_size):
+        loss = model(batch)["loss"]  # compute_loss
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.policy.parameters(), run.cfg.training.grad_clip_norm)
+    run.optimizer.step()
+    run.lr_scheduler.step()
+    if run.ema is not None:
+        run.ema.step(run.policy)
+    run.step += 1
+    return loss, grad_norm
+
+
+# ---------------------------------------------------------------------------------------------- periodic work
+
+
+def due(run: Run, every: int) -> bool:
+    """Every `every` steps (0: only at the last step), and always at the last step."""
+    return run.step == run.cfg.training.steps or (every > 0 and run.step % every == 0)
+
+
+def record(run: Run, entry: dict) -> None:
+    """One history entry: in the run's history (checkpoints), history.jsonl and W&B."""
+    run.history.append(entry)
+    append_history(run.output_dir / HISTORY_FILE, entry)
+    run.wandb.log({k: v for k, v in entry.items() if k != "step"}, step=entry["step"])
+
+
+def log_training(run: Run, loss: torch.Tensor, grad_norm: torch.Tensor, since: tuple[float, int]) -> float:
+    """The global batch's loss, gradient norm, learning rate and speed since the last log; returns the loss."""
+    if run.governor is not None:
+        run.governor.update()
+    train_loss = mean_over_ranks(loss, run.ranks).item()
+    if run.ranks.main:
+        record(run, {"step": run.step, "train/loss": train_loss, "train/grad_norm": float(grad_norm),
+                     "train/lr": run.lr_scheduler.get_last_lr()[0],
+                     "train/steps_per_s": (run.step - since[1]) / (time.perf_counter() - since[0])})
+    return train_loss
+
+
+def validate(run: Run) -> None:
+    record(run, {"step": run.step, "val/loss": validation_loss(run.ema.averaged if run.ema else run.policy,
+                                                               run.val_set, run.cfg, run.device)})
+    run.policy.train()
+
+
+def evaluate(run: Run, tag: str) -> dict:
+    """Closed-loop evaluation of the EMA weights; a new best score writes checkpoints/best.pt."""
+    result = run_evaluation(run.ema.averaged if run.ema is not None else run.policy, run.task, run.cfg, run.device,
+                            run.output_dir, tag)
+    record(run, {"step": run.step, "eval/mean_max_reward": result["mean_max_reward"],
+                 "eval/success_rate": result["success_rate"]})
+    if tag != "final":  # the final score is in the closing summary
+        tqdm.write(f"evaluation at step {run.step}: {score_line(result)}")
+    if result["videos"]:
+        log_video(run.wandb, result["videos"][0], step=run.step)
+    if result["mean_max_reward"] > run.best_score:
+        run.best_score = result["mean_max_reward"]
+        save_checkpoint(run.best_path, checkpoint_state(run))
+    run.policy.train()
+    return result
+
+
+def checkpoint_state(run: Run) -> dict:
+    return {"config": run.cfg.to_dict(), "resolved": run.info["resolved"], "task": run.cfg.task,
+            "task_spec": run.task.spec(), "policy_name": run.cfg.policy, "policy_config": run.policy_cfg.to_dict(),
+            "policy": run.policy.state_dict(), "ema": run.ema.state_dict() if run.ema is not None else None,
+            "optimizer": run.optimizer.state_dict(), "lr_scheduler": run.lr_scheduler.state_dict(),
+            "step": run.step, "best_score": run.best_score, "history": run.history, "rng": rng_state(),
+            "wandb_run_id": run.run_id, "dataset": run.data_info, "normalizer_stats": run.info["normalizer_stats"],
+            "code_version": run.info["code_version"], "world_size": run.ranks.world_size,
+            "wall_s": run.wall_before + time.perf_counter() - run.started, "hardware": run.machine}
+
+
+def finish(run: Run) -> dict:
+    """Phase 5: the final evaluation, last.pt, eval.json, the curve, the W&B summary and the closing summary."""
+    result = evaluate(run, "final")
+    save_checkpoint(run.last_path, checkpoint_state(run))
+    summary = {**result, "checkpoint": str(run.last_path), "best_checkpoint": str(run.best_path), "step": run.step,
+               "recipe": run.cfg.recipe, "wall_s": round(run.wall_before + time.perf_counter() - run.started, 1),
+               "hardware": run.machine}
+    write_json(run.output_dir / "eval.json", summary)
+    plot_curves(run.history, run.output_dir / "training_curve.png")
+    run.wandb.summary.update({"final/mean_max_reward": result["mean_max_reward"],
+                              "final/success_rate": result["success_rate"], "run/wall_s": summary["wall_s"],
+                              "run/hardware": run.machine, "run/recipe": run.cfg.recipe})
+    run.wandb.finish()
+    print(f"final: {score_line(result)}")
+    print(f"eval.json: {run.output_dir / 'eval.json'}; videos: {run.output_dir / 'videos' / 'final'}; "
+          f"curve: {run.output_dir / 'training_curve.png'}; checkpoints: {run.last_path.parent}")
+    print(run_summary(run.cfg, summary, run.output_dir, run.last_path, run.best_path))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def train(run_config: Resolved | Config) -> dict:
+    """Train one run and return its eval.json summary. `run_config`: what `config.resolve` returns (a Config built
+    in code is taken as it is: its values are labelled "given in code")."""
+    resolved = run_config if isinstance(run_config, Resolved) else resolve([], base=run_config, use_presets=False)
+    run = setup(resolved)
+    finished = resume(run)
+    if finished is not None:
+        return finished
+    announce(run)
+
+    cfg, ranks, every = run.cfg, run.ranks, run.cfg.training
+    model = data_parallel(run.policy, ranks, run.device)  # the policy, or the policy in DistributedDataParallel
+    watch = LossWatch(run.step, run.device)
+    run.policy.train()
+    bar = tqdm(total=every.steps, initial=run.step, desc="train", unit="step", dynamic_ncols=True,
                disable=not ranks.main)
-    last_time, last_step = time.perf_counter(), step
-    for batch in batches:
-        batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16), \
-                batch_share(ranks.rank, ranks.world_size):
-            loss = model(batch)["loss"]  # compute_loss
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step_on_device,
-                                     first_bad_step)
-        step_on_device += 1
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.training.grad_clip_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        if ema is not None:
-            ema.step(policy)
-        step += 1
+    since = (time.perf_counter(), run.step)
+    for batch in batches(run):
+        loss, grad_norm = train_step(run, model, batch)
+        watch.record(loss)
         bar.update(1)
-
-        periodic = [due(step, cfg.training.log_every), val_set is not None and due(step, cfg.training.val_every),
-                    bool(cfg.training.eval_every) and step % cfg.training.eval_every == 0 and step < cfg.training.steps,
-                    due(step, cfg.training.checkpoint_every)]
-        if any(periodic):
-            check_finite()
-        if periodic[0]:
-            if governor is not None:
-                governor.update()
-            now = time.perf_counter()
-            train_loss = mean_over_ranks(loss, ranks).item()  # the global batch's loss
-            log({"step": step, "train/loss": train_loss, "train/grad_norm": float(grad_norm),
-                 "train/lr": lr_scheduler.get_last_lr()[0], "train/steps_per_s": (step - last_step) / (now - last_time)})
-            last_time, last_step = now, step
-            bar.set_postfix(loss=f"{train_loss:.4f}")
-        if periodic[1] and ranks.main:
-            log({"step": step, "val/loss": validation_loss(ema.averaged if ema else policy, val_set, cfg, device)})
-            policy.train()
-        if periodic[2] and ranks.main:
-            evaluate_now(f"step_{step}")
-        if periodic[1] or periodic[2]:
-            share_rng_of_rank0(ranks, device)  # the other ranks wait for rank 0 and take its random state
-        if periodic[3] and ranks.main:
-            save_checkpoint(last_path, checkpoint_state())
+        log, val = due(run, every.log_every), run.val_set is not None and due(run, every.val_every)
+        evaluate_now = bool(every.eval_every) and run.step % every.eval_every == 0 and run.step < every.steps
+        save = due(run, every.checkpoint_every)
+        if log or val or evaluate_now or save:
+            watch.check(run)
+        if log:
+            bar.set_postfix(loss=f"{log_training(run, loss, grad_norm, since):.4f}")
+            since = (time.perf_counter(), run.step)
+        if val and ranks.main:
+            validate(run)
+        if evaluate_now and ranks.main:
+            evaluate(run, f"step_{run.step}")
+        if val or evaluate_now:
+            share_rng_of_rank0(ranks, run.device)  # the other ranks wait for rank 0 and take its random state
+        if save and ranks.main:
+            save_checkpoint(run.last_path, checkpoint_state(run))
     bar.close()
     if not ranks.main:  # done: wait for rank 0's final evaluation and files, and return its summary
         return from_rank0(None, ranks)
+    return from_rank0(finish(run), ranks)
 
-    result = evaluate_now("final")
-    save_checkpoint(last_path, checkpoint_state())
-    summary = {**{k: v for k, v in result.items()}, "checkpoint": str(last_path), "best_checkpoint": str(best_path),
-               "step": step, "wall_s": round(wall_before + time.perf_counter() - started, 1), "hardware": machine}
-    (output_dir / "eval.json").write_text(json.dumps(summary, indent=1))
-    plot_curves(history, output_dir / "training_curve.png")
-    run.summary.update({"final/mean_max_reward": result["mean_max_reward"],
-                        "final/success_rate": result["success_rate"], "run/wall_s": summary["wall_s"],
-                        "run/hardware": machine})
-    run.finish()
-    print(f"final: {score_line(result)}")
-    print(f"eval.json: {output_dir / 'eval.json'}; videos: {output_dir / 'videos' / 'final'}; "
-          f"curve: {output_dir / 'training_curve.png'}; checkpoints: {last_path.parent}")
-    print(run_summary(cfg, summary, output_dir, last_path, best_path))
-    return from_rank0(summary, ranks)
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+HISTORY_FILE = "history.jsonl"  # one JSON object per line: {"step", "train/loss", ...}, as logged
+
+
+def write_json(path: Path, obj) -> None:
+    """JSON written to a temporary name, then renamed: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in history))
+    os.replace(tmp, path)
+
+
+def append_history(path: Path, entry: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def run_summary(cfg: Config, summary: dict, output_dir: Path, last_path: Path, best_path: Path) -> str:
@@ -447,29 +586,49 @@ def run_summary(cfg: Config, summary: dict, output_dir: Path, last_path: Path, b
         f"   python eval.py checkpoint={last_path} eval.n_episodes=100   # evaluate again",
     ]
     if cfg.task.startswith("pusht") and not cfg.dataset_path:
-        lines.append("   python -m datasets.download pusht && python train.py "
-                     "dataset_path=~/.cache/diffusion-stack/pusht.zip training.steps=8000   # the published human demos")
+        from datasets.download import PUBLISHED, cache_dir
+
+        lines.append(f"   python -m datasets.download pusht && python train.py dataset_path="
+                     f"{cache_dir() / PUBLISHED['pusht'].filename} training.steps=8000   # the published human demos")
     lines.append(f"   python compare.py run policies=diffusion_unet,lstm_gmm,ibc seeds=0,1,2 task={cfg.task}"
-                 + (f" dataset_path={cfg.dataset_path}" if cfg.dataset_path else "") + "   # compare methods")
+                 + (f" dataset_path={cfg.dataset_path}" if cfg.dataset_path else "")
+                 + " recipe=presets   # compare methods, one recipe for all")
     return "\n".join(lines)
 
 
 @torch.no_grad()
 def validation_loss(policy, val_set: WindowDataset, cfg: Config, device, max_batches: int = 8) -> float:
-    """Mean diffusion loss on validation windows, with a fixed noise seed so values compare across steps."""
-    state = torch.get_rng_state()
-    torch.manual_seed(0)
-    losses = []
-    n = len(val_set)
-    for i in range(0, min(n, max_batches * cfg.training.batch_size), cfg.training.batch_size):
-        batch = to_device(val_set.__getitems__(list(range(i, min(i + cfg.training.batch_size, n)))), device)
-        losses.append(policy.compute_loss(batch)["loss"].item())
-    torch.set_rng_state(state)
+    """Mean loss on validation windows with the same noise at every call (seed 0), so values compare across steps.
+
+    The noise comes from the global generators, CPU and (on a GPU) the device's: both are saved and restored
+    around the pass (fork_rng) and only the device in use is seeded, so training's random stream continues as
+    if no validation had run (torch.manual_seed would reseed every GPU and rewind training's CUDA noise).
+    """
+    device = torch.device(device)
+    gpus = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        torch.random.default_generator.manual_seed(0)
+        for gpu in gpus:
+            torch.cuda.default_generators[gpu.index if gpu.index is not None else torch.cuda.current_device()] \
+                .manual_seed(0)
+        losses = []
+        n = len(val_set)
+        for i in range(0, min(n, max_batches * cfg.training.batch_size), cfg.training.batch_size):
+            batch = to_device(val_set.__getitems__(list(range(i, min(i + cfg.training.batch_size, n)))), device)
+            losses.append(policy.compute_loss(batch)["loss"].item())
     return float(np.mean(losses))
 
 
+def command(argv: list[str]) -> dict | None:
+    resolved = resolve(argv)
+    if resolved.print_only:  # print_config=true: the values and their sources, no data read
+        print(resolved.table())
+        return None
+    return train(resolved)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda args: train(parse_overrides(args)), argv)
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ class PolicyConfigBase:
             raise ValueError("'action' is not an observation key")
         if self.action_dim < 1:
             raise ValueError(f"action_dim must be positive, got {self.action_dim}")
+        if not self.optimizer_lr > 0:
+            raise ValueError(f"optimizer_lr must be a positive learning rate, got {self.optimizer_lr}")
+        if getattr(self, "lr_warmup_steps", 0) < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if min(self.horizon, self.obs_horizon, self.action_horizon) < 1:
             raise ValueError("horizon, obs_horizon and action_horizon must be positive")
         if self.obs_horizon - 1 + self.action_horizon > self.horizon:

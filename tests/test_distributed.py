@@ -33,7 +33,7 @@ from conftest import REPO, tiny_unet_overrides
 STEPS = 6
 COMMON = [*tiny_unet_overrides("policy.", num_inference_steps=2), "training.batch_size=16", "training.threads=1",
           f"training.steps={STEPS}", "training.checkpoint_every=3", "training.log_every=1", "training.val_every=3",
-          "training.eval_every=0", "training.warmup_steps=2", "training.dist_timeout_s=60", "eval.n_episodes=1",
+          "training.eval_every=0", "policy.lr_warmup_steps=2", "training.dist_timeout_s=60", "eval.n_episodes=1",
           "eval.max_steps=8", "eval.n_videos=1", "eval.video_size=64", "wandb.mode=offline"]
 
 # What torchrun starts on each rank: train.py's main, with two test hooks set through the environment.

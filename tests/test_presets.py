@@ -1,15 +1,18 @@
-"""The published recipes carried by the (task, policy) presets (sources: the README's "Presets" table)."""
+"""The published recipes carried by the (task, policy) presets (sources: the Presets table in docs/comparing.md),
+and the named recipes over them (config.RECIPES)."""
 
 import pytest
 
-from config import FIRST_RUN_RECIPE, FIRST_RUN_RECIPE_CUDA, parse_overrides, policy_config_kwargs
-from policy import make_config
+from config import RECIPES, resolve
 
 
 def resolved(*argv):
-    """The config and the policy config a command line builds, presets applied."""
-    cfg = parse_overrides(list(argv))
-    return cfg, make_config(cfg.policy, obs_shapes={"x": (3,)}, action_dim=2, **policy_config_kwargs(cfg))
+    """The config and the built policy config a command line resolves to."""
+    r = resolve(list(argv))
+    return r.config, r.policy
+
+
+QUICKSTART = RECIPES["quickstart"][("pusht_keypoints", "diffusion_unet")]
 
 
 @pytest.mark.parametrize("task", ["pusht_keypoints", "pusht_lowdim"])
@@ -46,30 +49,34 @@ def test_command_line_overrides_a_preset():
     assert policy.p_drop_attn == 0.2
 
 
-def test_the_first_run_takes_its_recipe_only_on_the_embedded_demonstrations():
-    first, unet = resolved("device=cpu")  # `python train.py` on a machine without a GPU
-    assert (first.training.steps, first.training.batch_size, first.training.lr, first.training.eval_every) == \
-           (FIRST_RUN_RECIPE["training.steps"], 64, FIRST_RUN_RECIPE["training.lr"], 0)
-    assert list(unet.down_dims) == FIRST_RUN_RECIPE["policy.down_dims"]
-    assert unet.diffusion_step_embed_dim == FIRST_RUN_RECIPE["policy.diffusion_step_embed_dim"]
+def test_quickstart_applies_to_a_bare_run_on_the_embedded_demonstrations_only():
+    first, unet = resolved()  # `python train.py`
+    assert first.recipe == "quickstart"
+    assert (first.training.steps, first.training.batch_size, first.training.eval_every, unet.optimizer_lr) == \
+           (QUICKSTART["training.steps"], 64, 0, QUICKSTART["policy.optimizer_lr"])
+    assert list(unet.down_dims) == QUICKSTART["policy.down_dims"]
+    assert unet.diffusion_step_embed_dim == QUICKSTART["policy.diffusion_step_embed_dim"]
+    # one recipe for every device: a GPU machine resolves the same values
+    assert resolved("device=cpu")[0].to_dict() == {**first.to_dict(), "device": "cpu"}
     # explicitly the embedded default: the same recipe; the command line still wins over it
     assert resolved("dataset_path=None")[0].training.batch_size == 64
     cfg, unet = resolved("training.steps=50", "policy.down_dims=[16,32]")
     assert (cfg.training.steps, cfg.training.batch_size, unet.down_dims) == (50, 64, (16, 32))
-    # published data, or another policy or task: the paper's recipes, untouched
+    # published data, or another policy or task: the presets alone
     paper, unet = resolved("dataset_path=data/pusht.zip")
-    assert (paper.training.batch_size, paper.training.lr, paper.training.steps) == (256, None, 2000)
+    assert paper.recipe == "presets"
+    assert (paper.training.batch_size, unet.optimizer_lr, paper.training.steps) == (256, 1e-4, 2000)
     assert unet.down_dims == (64, 128, 256) and unet.diffusion_step_embed_dim == 256
     assert resolved("policy=ibc")[0].training.batch_size == 256
     assert resolved("task=pusht_lowdim")[0].training.batch_size == 256
+    # the recipe asked for by name: on the published data too; presets on the embedded data
+    assert resolved("recipe=quickstart", "dataset_path=data/pusht.zip")[0].training.steps == 10000
+    assert resolved("recipe=presets")[0].training.batch_size == 256
 
 
-def test_the_first_run_on_a_gpu_takes_the_longer_recipe(monkeypatch):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device=auto on a machine with a GPU
-    for argv, recipe in [((), FIRST_RUN_RECIPE_CUDA), (("device=cuda:0",), FIRST_RUN_RECIPE_CUDA),
-                         (("device=cpu",), FIRST_RUN_RECIPE)]:
-        cfg, _ = resolved(*argv)
-        assert (cfg.training.steps, cfg.training.lr) == (recipe["training.steps"], recipe["training.lr"]), argv
-    assert FIRST_RUN_RECIPE_CUDA["training.steps"] > FIRST_RUN_RECIPE["training.steps"]
+def test_a_recipe_not_defined_for_the_pair_is_refused_by_name():
+    with pytest.raises(ValueError, match="recipe=quickstart is defined for task=pusht_keypoints policy=diffusion_unet "
+                                         "only, not task=pusht_keypoints policy=ibc; use recipe=presets"):
+        resolve(["policy=ibc", "recipe=quickstart"])
+    with pytest.raises(ValueError, match="recipe='fast': unknown; known recipes: auto, presets, quickstart"):
+        resolve(["recipe=fast"])

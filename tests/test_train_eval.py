@@ -66,7 +66,7 @@ def test_policy_settings_are_checked_when_the_command_line_is_parsed(argv, messa
 
 def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
     common = [f"dataset_path={demos}", "training.steps=6", "training.checkpoint_every=3", "training.eval_every=0",
-              "training.val_every=3", "training.log_every=1", "training.warmup_steps=2", "wandb.mode=offline",
+              "training.val_every=3", "training.log_every=1", "policy.lr_warmup_steps=2", "wandb.mode=offline",
               *TINY]
     straight = tmp_path / "straight"
     summary = run_train([*common, f"output_dir={straight}"])
@@ -183,8 +183,8 @@ def test_data_on_device_gives_the_same_run_and_rng_states_load_to_the_cpu(demos,
 def test_loss_decreases_on_a_real_data_subset(pusht_zip, tmp_path):
     summary_dir = tmp_path / "run"
     run_train([f"dataset_path={pusht_zip}", "training.max_train_episodes=4", "training.steps=80",
-               "training.log_every=1", "training.eval_every=0", "training.val_every=1000", "training.lr=1e-3",
-               "training.warmup_steps=5", "wandb.mode=disabled", f"output_dir={summary_dir}",
+               "training.log_every=1", "training.eval_every=0", "training.val_every=1000", "policy.optimizer_lr=1e-3",
+               "policy.lr_warmup_steps=5", "wandb.mode=disabled", f"output_dir={summary_dir}",
                *TINY, "eval.n_episodes=1", "policy.down_dims=[32,64]", "policy.diffusion_step_embed_dim=32"])
     history = runlib.load_checkpoint(summary_dir / "checkpoints" / "last.pt")["history"]
     losses = [h["train/loss"] for h in history if "train/loss" in h]
@@ -205,9 +205,9 @@ def test_image_policy_trains_and_evaluates(demos, tmp_path):
 
 
 BASELINE_TINY = {
-    "lstm_gmm": ["policy.rnn_hidden_dim=32", "policy.rnn_num_layers=1", "training.lr=3e-3"],
+    "lstm_gmm": ["policy.rnn_hidden_dim=32", "policy.rnn_num_layers=1", "policy.optimizer_lr=3e-3"],
     "ibc": ["policy.hidden_dim=64", "policy.n_hidden_layers=2", "policy.train_n_negatives=32",
-            "policy.inference_n_samples=64", "training.lr=1e-3"],
+            "policy.inference_n_samples=64", "policy.optimizer_lr=1e-3"],
 }
 
 
@@ -220,7 +220,7 @@ def test_baseline_loss_decreases_on_real_data_then_evaluates(policy, pusht_zip, 
     out = tmp_path / policy
     run_train([f"policy={policy}", f"dataset_path={pusht_zip}", "training.max_train_episodes=4",
                "training.steps=60", "training.batch_size=32", "training.log_every=1", "training.eval_every=0",
-               "training.val_every=0", "training.warmup_steps=5", "training.threads=1", "wandb.mode=disabled",
+               "training.val_every=0", "policy.lr_warmup_steps=5", "training.threads=1", "wandb.mode=disabled",
                f"output_dir={out}", "eval.n_episodes=1", "eval.max_steps=4", "eval.n_videos=0",
                *BASELINE_TINY[policy]])
     losses = [h["train/loss"] for h in runlib.load_checkpoint(out / "checkpoints" / "last.pt")["history"]
@@ -323,5 +323,5 @@ def test_the_run_ends_with_a_summary_a_person_reads(tmp_path):
     assert "python -m datasets.download pusht" in text and "python compare.py run" in text
     with_data = train.run_summary(parse_overrides(["dataset_path=/d/pusht.zip", "wandb.mode=disabled"]), summary,
                                   out, out / "last.pt", out / "best.pt")
-    assert "datasets.download" not in with_data and "dataset_path=/d/pusht.zip   # compare" in with_data
+    assert "datasets.download" not in with_data and "dataset_path=/d/pusht.zip recipe=presets   # compare" in with_data
     assert "W&B run     off" in with_data
