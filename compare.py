@@ -4,25 +4,35 @@
     python compare.py run policies=diffusion_unet,lstm_gmm seeds=0,1,2 task=pusht_keypoints \\
         group=pusht_state output_dir=outputs/compare/pusht_state training.steps=8000
 
-    # report on finished runs: from their output dirs (checkpoints/last.pt history + eval.json) ...
+    # report on finished runs: from their output dirs (config.json, history.jsonl, eval.json) ...
     python compare.py report outputs/compare/pusht_state --out outputs/compare/pusht_state
-    # ... or from the offline W&B run files (*.wandb) alone, no network
-    python compare.py report outputs/compare/pusht_state --source wandb --out reports/pusht_state
+    # ... or from an online W&B project, through W&B's public API (wandb login first)
+    python compare.py report --wandb ENTITY/PROJECT --group pusht_state --out reports/pusht_state
 
-`run`: `policies=` and `seeds=` are comma-separated; `group=` is the W&B group (default: the output dir's
-name) and `output_dir=` the parent of the runs (default: outputs/compare/<group>); each run goes to
-<output_dir>/<policy>_seed<seed>. Every other `key=value` goes to train.py for every run (config.py), and
-`<policy>.key=value` only to that policy's runs (`lstm_gmm.policy.rnn_hidden_dim=32`: `policy.*` fields
-differ between policies). A run whose dir already holds a finished eval.json is collected, not trained
-again (its saved config must match the requested one); an unfinished one resumes where it stopped.
+`run`: `policies=` and `seeds=` are comma-separated; `group=` is the W&B group (default: the output dir's name,
+else `<task>[_<dataset stem>]_<recipe>`) and `output_dir=` the parent of the runs (default:
+outputs/compare/<group>); each run goes to <output_dir>/<policy>_seed<seed>. Every run takes the same recipe
+(`recipe=`, config.RECIPES; default: the one each policy would take alone when they agree, else presets). Every
+other `key=value` goes to train.py for every run (config.py), and `<policy>.key=value` only to that policy's
+runs (`lstm_gmm.policy.rnn_hidden_dim=32`: `policy.*` fields differ between policies). A run whose dir already
+holds a finished eval.json is collected, not trained again (its saved config.json must match the requested
+config); an unfinished one resumes where it stopped.
 `parallel=N` trains N runs at a time, each a `python train.py ...` process of its own writing everything it
 prints to <run dir>/train.log, with its share of the CPU cores as torch threads (unless training.threads= is
 given) and, on a machine with GPUs, a GPU of its own (run slot i sees GPU i mod the GPU count). Default: one run
 per GPU, or without GPUs one per 4 CPU cores; 1 (2-3 cores) trains the runs one after the other in this process.
 
-`report`: each PATH is a run's output dir or any folder above run dirs (searched recursively), or with
-`--source wandb` a .wandb file or any folder above them. Runs are grouped by W&B group and task, with one
-row per policy. Unfinished runs (no eval.json; for W&B, no final summary) are listed and left out.
+`report`: each PATH is a run's output dir or any folder above run dirs (searched recursively: a run dir is a
+folder holding history.jsonl or checkpoints/last.pt). A run dir is read from three plain files train.py writes:
+config.json (task, policy, seed, recipe, W&B group), history.jsonl (one JSON object per logged step: losses and
+evaluations) and eval.json (the final evaluation); a run is finished when eval.json's step is the last step of
+history.jsonl. `--wandb ENTITY/PROJECT` reads an online W&B project instead, through W&B's public API
+(`wandb.Api().runs`, `--group NAME` filtering by W&B group; a run is finished when its summary holds
+`final/mean_max_reward`). Offline W&B runs (wandb.mode=offline, the default): point `report` at the local run
+dirs, or upload them first (`wandb sync <run dir>/wandb/offline-run-*`) and then use `--wandb`. Runs are
+grouped by W&B group and task, with one row per policy; unfinished runs are listed with the reason and left out.
+Every row names its recipe; a group whose runs do not all share one recipe is not a comparison on equal terms,
+and the report says so (a warning atop its table, `mixed_recipes` in report.json, a line on stderr).
 
 The numbers follow the paper (docs/design.md sections 6-7): for each seed, the max and the mean of the last 10
 of its evaluations (`eval/mean_max_reward`, the coverage score, and `eval/success_rate`), then mean ± std
@@ -37,9 +47,7 @@ import dataclasses
 import json
 import math
 import os
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +79,15 @@ def shown(path: str | Path) -> str:
 
 @dataclasses.dataclass
 class Run:
-    """One finished training run, read from its output dir or from its W&B run files."""
+    """One finished training run, read from its output dir or from W&B's API."""
 
-    source: str  # where it was read from: the output dir or the .wandb files
+    source: str  # where it was read from: the output dir, or ENTITY/PROJECT/RUN_ID on W&B
     run_id: str
     group: str
     task: str
     policy: str
     seed: int
+    recipe: str | None  # the named recipe the run took (config.RECIPES); None: the run did not record it
     steps: int
     evals: list[tuple[int, float, float]]  # (step, score, success rate), by step, one per step
     final: dict  # {"mean_max_reward", "success_rate"} of the final evaluation (eval.json / W&B summary)
@@ -107,157 +116,140 @@ def eval_points(rows) -> list[tuple[int, float, float]]:
 
 
 # ------------------------------------------------------------------------------------- local output dirs
+#
+# train.py writes, next to its checkpoints: config.json (at the start), history.jsonl (one JSON object per logged
+# entry, appended as it trains; rewritten from the checkpoint's history when a run resumes) and eval.json (the
+# final evaluation, at the end). The report reads these three files only: no checkpoint is loaded.
+
+CONFIG_FILE, HISTORY_FILE, EVAL_FILE = "config.json", "history.jsonl", "eval.json"
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{shown(path)}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CompareError(f"{shown(path)}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.jsonl's entries, in file order; a line that is not a JSON object with a step is an error."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CompareError(f"{shown(path)}, line {number}: not valid JSON ({e.msg}): {line[:80]!r}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise CompareError(f"{shown(path)}, line {number}: expected a JSON object with an integer \"step\": "
+                               f"{line[:80]!r}")
+        rows.append(row)
+    return rows
+
+
+def local_run(run_dir: Path) -> tuple[Run | None, str]:
+    """(the run, "") when `run_dir` holds a finished run, else (None, why it is left out)."""
+    config_path, history_path, eval_path = (run_dir / name for name in (CONFIG_FILE, HISTORY_FILE, EVAL_FILE))
+    if not history_path.is_file() or not config_path.is_file():
+        missing = " and ".join(p.name for p in (history_path, config_path) if not p.is_file())
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            return None, (f"no {missing}: written before train.py kept a run's history in plain files; re-run it "
+                          "(resume=false, or another output_dir) or report it with the compare.py of its version")
+        return None, f"no {missing}"
+    history = read_history(history_path)
+    if not history:
+        return None, f"{HISTORY_FILE} is empty: the run has not logged a step"
+    last = max(row["step"] for row in history)
+    if not eval_path.is_file():
+        return None, f"no {EVAL_FILE}: not finished (history.jsonl goes to step {last})"
+    final = read_json(eval_path)
+    if final.get("step") != last:
+        return None, (f"{EVAL_FILE} is from step {final.get('step')} but {HISTORY_FILE} goes to step {last}: the run "
+                      "was extended later and has not finished")
+    evals = eval_points(history)
+    if not evals:
+        return None, f"no evaluations in {HISTORY_FILE}"
+    saved = read_json(config_path)
+    if missing := [k for k in ("task", "policy", "seed") if k not in saved]:
+        raise CompareError(f"{shown(config_path)}: no {', '.join(missing)}")
+    return Run(source=shown(run_dir), run_id=run_dir.name, group=saved.get("group") or "", task=saved["task"],
+               policy=saved["policy"], seed=int(saved["seed"]), recipe=saved.get("recipe") or final.get("recipe"),
+               steps=int(last), evals=evals,
+               final={"mean_max_reward": float(final["mean_max_reward"]),
+                      "success_rate": float(final["success_rate"])},
+               wall_s=final.get("wall_s"), hardware=final.get("hardware")), ""
 
 
 def read_local_run(run_dir: Path) -> Run | None:
-    """A finished run from its output dir: evaluations from checkpoints/last.pt's history, final from eval.json.
+    """A finished run from its output dir (config.json, history.jsonl, eval.json); None when it is not finished."""
+    return local_run(run_dir)[0]
 
-    None when unfinished: no eval.json, or an eval.json older than last.pt (the run was extended later).
-    """
-    from runlib import load_checkpoint  # imports torch: only when reading local runs
 
-    eval_path, ckpt_path = run_dir / "eval.json", run_dir / "checkpoints" / "last.pt"
-    if not eval_path.is_file() or not ckpt_path.is_file():
-        return None
-    final = json.loads(eval_path.read_text())
-    ckpt = load_checkpoint(ckpt_path)
-    if final.get("step") != ckpt["step"]:
-        return None
-    cfg = ckpt["config"]
-    evals = eval_points(ckpt["history"])
-    if not evals:
-        return None
-    return Run(source=shown(run_dir), run_id=ckpt.get("wandb_run_id") or run_dir.name,
-               group=cfg["wandb"]["group"] or "", task=ckpt["task"], policy=ckpt["policy_name"],
-               seed=int(cfg["seed"]), steps=int(ckpt["step"]), evals=evals,
-               final={"mean_max_reward": float(final["mean_max_reward"]),
-                      "success_rate": float(final["success_rate"])},
-               wall_s=final.get("wall_s", ckpt.get("wall_s")), hardware=final.get("hardware", ckpt.get("hardware")))
+def is_run_dir(path: Path) -> bool:
+    return (path / HISTORY_FILE).is_file() or (path / "checkpoints" / "last.pt").is_file()
 
 
 def collect_local(paths: list[Path]) -> tuple[list[Run], list[str]]:
-    """Finished runs under `paths` (run dirs are the folders holding checkpoints/last.pt), and the unfinished."""
+    """Finished runs under `paths` (run dirs: folders holding history.jsonl or checkpoints/last.pt), and the
+    unfinished ("dir: why")."""
     run_dirs = []
     for path in paths:
         if not path.exists():
             raise CompareError(f"{path}: no such file or directory")
-        found = [path] if (path / "checkpoints" / "last.pt").is_file() else \
-            sorted(p.parent.parent for p in path.rglob("checkpoints/last.pt"))
+        found = [path] if is_run_dir(path) else sorted({p.parent for p in path.rglob(HISTORY_FILE)}
+                                                       | {p.parent.parent for p in path.rglob("checkpoints/last.pt")})
         run_dirs += [d.resolve() for d in found if d.resolve() not in run_dirs]
     runs, unfinished = [], []
     for d in run_dirs:
-        run = read_local_run(d)
-        runs.append(run) if run else unfinished.append(shown(d))
+        run, why = local_run(d)
+        runs.append(run) if run else unfinished.append(f"{shown(d)}: {why}")
     return runs, unfinished
 
 
-# ------------------------------------------------------------------------------------- W&B run files
-#
-# A .wandb file is W&B's transaction log: every record the run produced (run, config, history, summary, ...)
-# as a serialized `wandb.proto.wandb_internal_pb2.Record`, framed in the LevelDB log format. wandb <= 0.17
-# shipped a Python reader for it (wandb.sdk.internal.datastore); newer versions read it in the Go wandb-core
-# only (`wandb leet inspect --json` prints the records), so the framing is read here: a 7-byte header
-# (":W&B", magic 0xBEE1, version), then 32 KiB blocks of chunks [crc32 (4) | length (2) | type (1) | data],
-# type FULL=1 or FIRST=2, MIDDLE=3..., LAST=4, the crc32 seeded with the type byte. The protobuf classes
-# come with the installed wandb package.
-
-_BLOCK, _CHUNK_HEADER = 32 * 1024, 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+# ------------------------------------------------------------------------------------- W&B, online
 
 
-def wandb_records(path: Path):
-    """Yield the Records of a .wandb file. A torn tail (a run killed mid-write) ends the file with a warning."""
-    from wandb.proto import wandb_internal_pb2
+def collect_wandb_api(project_path: str, groups: list[str] | None = None) -> tuple[list[Run], list[str]]:
+    """Finished runs of the W&B project ENTITY/PROJECT (only those of `groups` when given), through W&B's public API,
+    and the unfinished. A run is finished when its summary holds the final evaluation (train.py writes `final/*`
+    just before `run.finish()`); its evaluations come from its history (W&B's step key is `_step`)."""
+    import wandb
 
-    data = path.read_bytes()
-    if len(data) < _CHUNK_HEADER or data[:4] != b":W&B" or struct.unpack("<H", data[4:6])[0] != 0xBEE1:
-        raise CompareError(f"{path}: not a W&B run file (no ':W&B' header)")
-    pos, pending = _CHUNK_HEADER, None
-    while pos + _CHUNK_HEADER <= len(data):
-        if _BLOCK - pos % _BLOCK < _CHUNK_HEADER:  # a block's tail too short for a chunk header is padding
-            pos += _BLOCK - pos % _BLOCK
-            continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + _CHUNK_HEADER])
-        chunk = data[pos + _CHUNK_HEADER:pos + _CHUNK_HEADER + length]
-        if kind == 0 and length == 0:  # zero padding
-            pos += _CHUNK_HEADER
-            continue
-        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
-            print(f"warning: {path}: unreadable record at byte {pos}; using the records before it", file=sys.stderr)
-            return
-        pos += _CHUNK_HEADER + length
-        if kind in (_FULL, _FIRST):
-            pending = chunk
-        elif pending is not None:
-            pending += chunk
-        if kind in (_FULL, _LAST) and pending is not None:
-            yield wandb_internal_pb2.Record.FromString(pending)
-            pending = None
-
-
-def _items(items) -> dict:
-    """{key: value} of a repeated HistoryItem / SummaryItem / ConfigItem (values are JSON text)."""
-    return {item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in items}
-
-
-def read_wandb_file(path: Path) -> dict:
-    """One .wandb file: run id, group, project, start time, config, history {step: row}, summary."""
-    out = {"path": str(path), "run_id": None, "group": "", "project": "", "start": 0.0, "config": {},
-           "history": {}, "summary": {}}
-    for record in wandb_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-            out.update(run_id=run.run_id, group=run.run_group, project=run.project,
-                       start=run.start_time.seconds + run.start_time.nanos * 1e-9)
-            out["config"].update(_items(run.config.update))
-        elif kind == "config":
-            out["config"].update(_items(record.config.update))
-        elif kind == "history":
-            step = record.history.step.num
-            out["history"].setdefault(step, {}).update(_items(record.history.item))
-        elif kind == "summary":
-            out["summary"].update(_items(record.summary.update))
-    return out
-
-
-def collect_wandb(paths: list[Path]) -> tuple[list[Run], list[str]]:
-    """Finished runs from the .wandb files under `paths`, and the unfinished.
-
-    A resumed run writes one file per start under the same run id: the files are merged in start order, a
-    later file's row for a step replacing an earlier one's. A run is finished when its summary holds the
-    final evaluation (train.py writes `final/*` just before `run.finish()`).
-    """
-    files = []
-    for path in paths:
-        if not path.exists():
-            raise CompareError(f"{path}: no such file or directory")
-        found = [path] if path.is_file() else sorted(path.rglob("*.wandb"))
-        files += [f.resolve() for f in found if f.resolve() not in files]
-    by_id: dict[str, list[dict]] = {}
-    for f in files:
-        parsed = read_wandb_file(f)
-        if parsed["run_id"]:
-            by_id.setdefault(parsed["run_id"], []).append(parsed)
+    filters = {"group": {"$in": list(groups)}} if groups else {}
+    fetched = []
+    try:
+        for run in wandb.Api().runs(project_path, filters=filters):
+            summary = {k: run.summary.get(k) for k in ("final/mean_max_reward", "final/success_rate", "run/wall_s",
+                                                       "run/hardware", "run/recipe") if k in run.summary}
+            rows = [] if "final/mean_max_reward" not in summary else \
+                list(run.scan_history(keys=["_step", SCORE, SUCCESS]))
+            fetched.append((run.id, run.group or "", dict(run.config), summary, rows))
+    except (wandb.errors.Error, ValueError, OSError) as e:  # no login, no network, no such project, a bad path
+        said = " ".join(str(e).split()) or type(e).__name__
+        raise CompareError(f"W&B project {project_path}: cannot read it through W&B's API ({said}); run "
+                           "`wandb login` (with a network), or report from the local run dirs: "
+                           "python compare.py report DIR --out OUT") from None
     runs, unfinished = [], []
-    for run_id, parts in by_id.items():
-        parts.sort(key=lambda p: (p["start"], p["path"]))
-        config, history, summary = {}, {}, {}
-        for p in parts:
-            config.update(p["config"])
-            summary.update(p["summary"])
-            for step, row in p["history"].items():
-                history[step] = {**row, "step": step}  # a later start trained this step again: its row wins
-        sources = ", ".join(shown(p["path"]) for p in parts)
-        evals = eval_points(history[s] for s in sorted(history))
-        if "final/mean_max_reward" not in summary or not evals or not {"task", "policy", "seed"} <= set(config):
-            unfinished.append(sources)
-            continue
-        runs.append(Run(source=sources, run_id=run_id, group=parts[-1]["group"], task=config["task"],
-                        policy=config["policy"], seed=int(config["seed"]), steps=max(history), evals=evals,
-                        final={"mean_max_reward": float(summary["final/mean_max_reward"]),
-                               "success_rate": float(summary["final/success_rate"])},
-                        wall_s=summary.get("run/wall_s"), hardware=summary.get("run/hardware")))
+    for run_id, group, config, summary, rows in fetched:
+        source = f"{project_path}/{run_id}"
+        evals = eval_points({**row, "step": row["_step"]} for row in rows)
+        if "final/mean_max_reward" not in summary:
+            unfinished.append(f"{source}: no final evaluation in its summary")
+        elif not evals:
+            unfinished.append(f"{source}: no evaluations in its history")
+        elif missing := [k for k in ("task", "policy", "seed") if k not in config]:
+            unfinished.append(f"{source}: no {', '.join(missing)} in its config (not a train.py run?)")
+        else:
+            runs.append(Run(source=source, run_id=run_id, group=group, task=config["task"], policy=config["policy"],
+                            seed=int(config["seed"]), recipe=config.get("recipe") or summary.get("run/recipe"),
+                            steps=evals[-1][0], evals=evals,
+                            final={"mean_max_reward": float(summary["final/mean_max_reward"]),
+                                   "success_rate": float(summary.get("final/success_rate", math.nan))},
+                            wall_s=summary.get("run/wall_s"), hardware=summary.get("run/hardware")))
     return runs, unfinished
 
 
@@ -269,8 +261,18 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": list(values)}
 
 
+NOT_RECORDED = "not recorded"
+
+
+def recipe_of(run: Run) -> str:
+    return run.recipe or NOT_RECORDED
+
+
 def summarize(runs: list[Run]) -> list[dict]:
-    """One entry per (group, task), one row per policy in it: the paper's statistics over seeds."""
+    """One entry per (group, task), one row per policy in it: the paper's statistics over seeds, and the recipes.
+
+    `mixed_recipes`: the group's runs do not all share one recipe (a run that did not record its recipe counts as
+    another one), so its rows are not a comparison on equal terms; `recipe_warning` says why."""
     groups: dict[tuple[str, str], dict[str, list[Run]]] = {}
     for run in sorted(runs, key=lambda r: (r.group, r.task, r.policy, r.seed)):
         groups.setdefault((run.group, run.task), {}).setdefault(run.policy, []).append(run)
@@ -280,13 +282,25 @@ def summarize(runs: list[Run]) -> list[dict]:
         for policy, seed_runs in policies.items():
             stats = [r.stats() for r in seed_runs]
             seeds = [r.seed for r in seed_runs]
-            rows.append({"policy": policy, "n_seeds": len(seed_runs), "seeds": seeds,
+            rows.append({"policy": policy, "recipes": sorted({recipe_of(r) for r in seed_runs}),
+                         "n_seeds": len(seed_runs), "seeds": seeds,
                          "duplicate_seeds": sorted({s for s in seeds if seeds.count(s) > 1}),
                          "n_evaluations": [len(r.evals) for r in seed_runs], "steps": [r.steps for r in seed_runs],
                          **{k: mean_std([s[k] for s in stats]) for k in stats[0]},
                          "curve": curve(seed_runs)})
-        out.append({"group": group, "task": task, "policies": rows})
+        recipes = {row["policy"]: row["recipes"] for row in rows}
+        out.append({"group": group, "task": task, "recipes": recipes,
+                    "mixed_recipes": len({r for rs in recipes.values() for r in rs}) > 1, "policies": rows})
     return out
+
+
+def recipe_warning(g: dict) -> str | None:
+    """The line that says a group is not a comparison on equal terms (different recipes), or None."""
+    if not g["mixed_recipes"]:
+        return None
+    per_policy = "; ".join(f"{policy}: {', '.join(recipes)}" for policy, recipes in g["recipes"].items())
+    return (f"warning: runs of group {g['group'] or '(none)'}, task {g['task']} use different recipes ({per_policy}): "
+            "not a comparison on equal terms")
 
 
 def curve(seed_runs: list[Run]) -> dict:
@@ -309,31 +323,35 @@ def markdown(summary: list[dict], runs: list[Run], unfinished: list[str], source
              f"Coverage score = `{SCORE}` (mean over evaluation episodes of the max reward), success rate = "
              f"`{SUCCESS}`. For each seed: **max** over its evaluations and **mean of its last {LAST_N}** "
              f"(all of them if fewer), then mean ± std over seeds (std with ddof=0), as the paper reports "
-             f"(docs/design.md sections 6-7). final = the run's last evaluation (eval.json). Read from {source}.", ""]
+             f"(docs/design.md sections 6-7). final = the run's last evaluation (eval.json). recipe = the named "
+             f"recipe each run took (config.RECIPES): a comparison is on equal terms when all its runs share one. "
+             f"Read from {source}.", ""]
     for g in summary:
-        lines += [f"## group `{g['group'] or '(none)'}`, task `{g['task']}`", "",
-                  "| policy | seeds | score max | score last 10 | success max | success last 10 | final score "
+        lines += [f"## group `{g['group'] or '(none)'}`, task `{g['task']}`", ""]
+        if warning := recipe_warning(g):
+            lines += [warning, ""]
+        lines += ["| policy | recipe | seeds | score max | score last 10 | success max | success last 10 | final score "
                   "| evaluations per seed | steps |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for row in g["policies"]:
             seeds = f"{row['n_seeds']} ({', '.join(map(str, row['seeds']))})"
-            lines.append(f"| {row['policy']} | {seeds} | {fmt(row['score_max'])} | {fmt(row['score_last10'])} | "
-                         f"{fmt(row['success_max'])} | {fmt(row['success_last10'])} | {fmt(row['final_score'])} | "
-                         f"{', '.join(map(str, sorted(set(row['n_evaluations']))))} | "
+            lines.append(f"| {row['policy']} | {', '.join(row['recipes'])} | {seeds} | {fmt(row['score_max'])} | "
+                         f"{fmt(row['score_last10'])} | {fmt(row['success_max'])} | {fmt(row['success_last10'])} | "
+                         f"{fmt(row['final_score'])} | {', '.join(map(str, sorted(set(row['n_evaluations']))))} | "
                          f"{', '.join(map(str, sorted(set(row['steps']))))} |")
             if row["duplicate_seeds"]:
                 lines.append(f"\nwarning: {row['policy']} has more than one run for seeds {row['duplicate_seeds']}\n")
         lines.append("")
-    lines += ["## runs", "", "| group | task | policy | seed | score max | score last 10 | final score | steps | "
-              "wall time | hardware | run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## runs", "", "| group | task | policy | recipe | seed | score max | score last 10 | final score | "
+              "steps | wall time | hardware | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.group, r.task, r.policy, r.seed)):
         s = r.stats()
-        wall = f"{r.wall_s / 60:.1f} min" if r.wall_s is not None else "not recorded"
-        lines.append(f"| {r.group or '(none)'} | {r.task} | {r.policy} | {r.seed} | {s['score_max']:.3f} | "
-                     f"{s['score_last10']:.3f} | {s['final_score']:.3f} | {r.steps} | {wall} | "
-                     f"{r.hardware or 'not recorded'} | `{r.source}` |")
+        wall = f"{r.wall_s / 60:.1f} min" if r.wall_s is not None else NOT_RECORDED
+        lines.append(f"| {r.group or '(none)'} | {r.task} | {r.policy} | {recipe_of(r)} | {r.seed} | "
+                     f"{s['score_max']:.3f} | {s['score_last10']:.3f} | {s['final_score']:.3f} | {r.steps} | {wall} | "
+                     f"{r.hardware or NOT_RECORDED} | `{r.source}` |")
     if unfinished:
-        lines += ["", "Left out, unfinished (no final evaluation):", *[f"- `{u}`" for u in unfinished]]
+        lines += ["", "Left out, not finished or not readable:", *[f"- {u}" for u in unfinished]]
     return "\n".join(lines) + "\n"
 
 
@@ -377,6 +395,9 @@ def write_report(runs: list[Run], unfinished: list[str], out_dir: Path, source: 
     (out_dir / "report.md").write_text(text)
     plot(summary, out_dir / "report.png")
     print(text)
+    for g in summary:  # said loudly: also on stderr, where a pipeline's stdout does not hide it
+        if warning := recipe_warning(g):
+            print(warning, file=sys.stderr)
     print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}")
     return report
 
@@ -405,9 +426,34 @@ def config_differences(saved: dict, wanted: dict) -> list[str]:
             if not ignored(k) and norm(a.get(k)) != norm(b.get(k))]
 
 
+def comparison_recipe(recipe: str | None, task: str, policies: list[str], dataset_path: str | None) -> str:
+    """The one recipe every run of a comparison takes (config.RECIPES): `recipe` when given (every policy must have
+    it for the task), else the recipe each policy would take alone (config.default_recipe) when they all agree,
+    else `presets` for all, said on the terminal. A comparison is on equal terms or it does not run."""
+    from config import RECIPES, default_recipe
+
+    if recipe is not None and recipe != "auto":
+        if recipe not in RECIPES:
+            raise CompareError(f"recipe={recipe}: unknown; known recipes: {', '.join(RECIPES)}")
+        lacking = [p for p in policies if recipe != "presets" and (task, p) not in RECIPES[recipe]]
+        if lacking:
+            having = [p for p in policies if p not in lacking]
+            raise CompareError(f"recipe={recipe} is defined for task {task} and {', '.join(having) or 'none of'} "
+                               f"{'' if having else 'these policies '}but not {', '.join(lacking)}: a comparison "
+                               "applies one recipe to every policy; use recipe=presets (each policy's presets alone)")
+        return recipe
+    alone = {p: default_recipe(task, p, dataset_path) for p in policies}
+    if len(set(alone.values())) == 1:
+        return next(iter(alone.values()))
+    special = ", ".join(f"{p} ({r})" for p, r in alone.items() if r != "presets")
+    print(f"recipe: presets for every policy. Alone, {special} would take another recipe on this data; a "
+          "comparison applies one recipe to all, and the others have none (config.RECIPES)", file=sys.stderr)
+    return "presets"
+
+
 def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
     """Parse `run`'s arguments into the output dir and one (policy, seed, train.py overrides) per run."""
-    from config import parse_overrides
+    from config import Config, resolve
     from policy import POLICIES
 
     special, common, scoped = {}, [], {}
@@ -416,7 +462,7 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
             raise CompareError(f"bad argument {arg!r}: expected key=value (e.g. seeds=0,1,2)")
         key, value = arg.split("=", 1)
         head = key.split(".", 1)[0]
-        if key in ("policies", "seeds", "group", "output_dir", "parallel"):
+        if key in ("policies", "seeds", "group", "output_dir", "parallel", "recipe", "print_config"):
             special[key] = value
         elif key in ("policy", "seed", "wandb.group"):
             raise CompareError(f"{key}= is set per run by compare.py; use policies=, seeds= or group=")
@@ -436,16 +482,21 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
         seeds = [int(s) for s in special.get("seeds", "0").split(",") if s]
     except ValueError:
         raise CompareError(f"seeds= must be integers separated by commas, got {special['seeds']!r}") from None
-    if "output_dir" not in special and "group" not in special:
-        raise CompareError("give group=NAME (runs go to outputs/compare/NAME) or output_dir=DIR")
-    out_dir = Path(special.get("output_dir") or REPO / "outputs" / "compare" / special["group"])
-    group = special.get("group") or out_dir.name
+    given = dict(a.split("=", 1) for a in common)
+    task, dataset_path = given.get("task", Config().task), given.get("dataset_path") or None
+    recipe = comparison_recipe(special.get("recipe"), task, policies, dataset_path)
+    # Default group: the task, the data and the recipe, so that different comparisons never share a folder.
+    data = f"_{Path(dataset_path).stem}" if dataset_path else ""
+    group = special.get("group") or (Path(special["output_dir"]).name if "output_dir" in special
+                                     else f"{task}{data}_{recipe}")
+    out_dir = Path(special.get("output_dir") or REPO / "outputs" / "compare" / group)
     plan = []
     for policy in policies:
         for seed in seeds:
-            overrides = [*common, f"policy={policy}", f"seed={seed}", f"output_dir={out_dir / f'{policy}_seed{seed}'}",
-                         f"wandb.group={group}", *scoped.get(policy, [])]
-            parse_overrides(overrides)  # a typo stops here, before hours of training
+            overrides = [*common, f"policy={policy}", f"seed={seed}", f"recipe={recipe}",
+                         f"output_dir={out_dir / f'{policy}_seed{seed}'}", f"wandb.group={group}",
+                         *scoped.get(policy, [])]
+            resolve(overrides)  # a typo stops here, before hours of training
             plan.append((policy, seed, overrides))
     return out_dir, plan
 
@@ -528,38 +579,47 @@ def train_in_parallel(todo: list[tuple[object, list[str]]], parallel: int) -> li
 
 
 def command_run(argv: list[str]) -> int:
-    from config import parse_overrides
-    from runlib import load_checkpoint
+    from config import resolve
     from train import train
 
     out_dir, plan = plan_runs(argv)
+    if any(a == "print_config=true" for a in argv):  # each policy's values and sources, then exit
+        for policy, seed, overrides in plan:
+            print(f"{policy} seed {seed}: python train.py {' '.join(overrides)}")
+        for policy in dict.fromkeys(p for p, _, _ in plan):
+            overrides = next(o for p, _, o in plan if p == policy)
+            print(f"\n{policy}:\n{resolve(overrides).table()}")
+        return 0
     parallel = parallel_runs(argv)
     # A finished run is reused only if it is the run asked for: check them all before training any.
     todo = []
     for policy, seed, overrides in plan:
-        cfg = parse_overrides(overrides)
+        resolved = resolve(overrides)
+        cfg = resolved.config
         run_dir = Path(cfg.output_dir)
         if read_local_run(run_dir) is not None:
-            diff = config_differences(load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"], cfg.to_dict())
+            saved = json.loads((run_dir / "config.json").read_text())["config"]
+            diff = config_differences(saved, cfg.to_dict())
             if diff:
                 raise CompareError(f"{run_dir} holds a finished run with another config ({'; '.join(diff)}); "
                                    "delete it or choose another output_dir")
             print(f"{run_dir}: finished, collected (not trained again)")
         else:
-            todo.append((cfg, overrides))
+            todo.append((resolved, overrides))
     failed = []
     if parallel > 1 and len(todo) > 1:
         print(f"training {len(todo)} runs, {min(parallel, len(todo))} at a time")
-        failed = train_in_parallel(todo, parallel)
+        failed = train_in_parallel([(r.config, o) for r, o in todo], parallel)
     else:  # one after the other, in this process
-        for i, (cfg, _) in enumerate(todo):
+        for i, (resolved, _) in enumerate(todo):
+            cfg = resolved.config
             print(f"[{i + 1}/{len(todo)}] training {cfg.policy} seed {cfg.seed} -> {cfg.output_dir}")
             try:
-                train(cfg)
+                train(resolved)
             except TrainingError as e:  # one diverged seed should not throw away the others
                 print(f"error: {cfg.output_dir}: {e}", file=sys.stderr)
                 failed.append(cfg.output_dir)
-    run_dirs = [Path(parse_overrides(o).output_dir) for _, _, o in plan]
+    run_dirs = [Path(resolve(o).config.output_dir) for _, _, o in plan]
     runs, unfinished = collect_local([d for d in run_dirs if d.exists()])
     unfinished += [str(d) for d in run_dirs if not d.exists()]
     write_report(runs, unfinished, out_dir, f"the output dirs under `{out_dir}`")
@@ -568,16 +628,26 @@ def command_run(argv: list[str]) -> int:
 
 def command_report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="compare.py report", description="Report on finished runs.")
-    parser.add_argument("paths", nargs="+", type=Path, help="run output dirs, folders above them, or .wandb files")
+    parser.add_argument("paths", nargs="*", type=Path, help="run output dirs or folders above them")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
+                        help="read the runs of this online W&B project through W&B's API instead of run dirs")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json, report.png")
-    parser.add_argument("--source", choices=("local", "wandb"), default="local",
-                        help="local: checkpoints/last.pt history + eval.json (default); wandb: the .wandb run files")
     parser.add_argument("--group", action="append", help="only runs of this W&B group (repeatable)")
     args = parser.parse_args(argv)
-    runs, unfinished = (collect_local if args.source == "local" else collect_wandb)(args.paths)
+    if not args.paths and not args.wandb:
+        raise CompareError("report: give run dirs (or folders above them), or --wandb ENTITY/PROJECT for an online "
+                           "W&B project")
+    if args.paths and args.wandb:
+        raise CompareError("report: give run dirs or --wandb ENTITY/PROJECT, not both (a run synced to W&B would "
+                           "count twice)")
+    if args.wandb:
+        runs, unfinished = collect_wandb_api(args.wandb, args.group)
+        source = f"W&B project `{args.wandb}` (W&B's public API)"
+    else:
+        runs, unfinished = collect_local(args.paths)
+        source = f"the run dirs' {CONFIG_FILE}, {HISTORY_FILE} and {EVAL_FILE}"
     if args.group:
         runs = [r for r in runs if r.group in args.group]
-    source = "checkpoints/last.pt + eval.json" if args.source == "local" else "W&B run files (.wandb)"
     write_report(runs, unfinished, args.out, source)
     return 0
 

@@ -114,7 +114,7 @@ SAMPLING_FIELDS = ("inference_scheduler", "num_inference_steps")
 # Presets, applied before the command line's overrides, in this order: the task's (envs/tasks.py, each task's
 # `presets`), the policy's (policy/__init__.py, each PolicySpec's `presets`), then the (task, policy) pair's below.
 # Sources are the reference implementation's training configurations (its `train_*_workspace.yaml` files) for the
-# same cell; the README's "Presets" table lists each with its source and every deliberate difference.
+# same cell; the Presets table in docs/comparing.md lists each with its source and every deliberate difference.
 PAIR_PRESETS: dict[tuple[str, str], dict] = {}
 _IMAGE_UNET = {"policy.down_dims": [512, 1024, 2048], "policy.diffusion_step_embed_dim": 128}  # the paper's image UNet
 # Push-T low-dim transformer (its own configuration in the reference): attention dropout 0.01 rather than the

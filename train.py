@@ -3,11 +3,15 @@
     python train.py                                    # small Diffusion Policy on generated Push-T demos (CPU ok)
     python train.py task=pusht_image dataset_path=../shared/data/pusht.zip training.steps=200000
     python train.py policy=diffusion_transformer wandb.mode=online
+    python train.py print_config=true ...              # the values a run would use and their sources, then exit
 
-Overrides are `key=value` (see config.py). The loop reads top to bottom: data -> normalizer -> policy ->
-optimizer, EMA -> resume -> steps (loss, clip, step, EMA; periodic validation loss, closed-loop evaluation
-and checkpoints) -> final evaluation. Everything lands in `output_dir`: checkpoints/last.pt and best.pt
-(written atomically), eval.json, videos/, training_curve.png and the W&B run files (wandb/).
+Overrides are `key=value`, resolved by `config.resolve` (the order of the layers: config.py). `train()` reads top
+to bottom in named phases, sharing one `Run` object: setup (device, data, normalizer, policy, optimizer, EMA) ->
+resume (last.pt) -> announce (the resolved values and their sources, config.json, W&B) -> the steps (train_step;
+periodic work by name: log_training, validate, evaluate, checkpoint) -> finish (final evaluation, eval.json, the
+summary). Everything lands in `output_dir`: config.json, history.jsonl (every logged entry, one JSON object per
+line), checkpoints/last.pt and best.pt (written atomically), eval.json, videos/, training_curve.png and the W&B run
+files (wandb/).
 Killed runs continue exactly where their last checkpoint left off when started again with the same
 output_dir (model, EMA, optimizer, LR schedule, step, data order and RNG states).
 
@@ -63,7 +67,7 @@ def default_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> Path:
         raise ConfigError(
             f"task {cfg.task} needs dataset_path=<zarr>: convert a robomimic hdf5 with `python -m "
             "demos.robomimic_hdf5 convert IN.hdf5 OUT.zarr`, or make demonstrations with `python -m "
-            "demos.robomimic lift --out lift.hdf5` first (README, robomimic tasks)")
+            "demos.robomimic lift --out lift.hdf5` first (docs/robomimic.md)")
 
     path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
     if not path.exists() and ranks.local_rank == 0:
@@ -304,8 +308,6 @@ def resume(run: Run) -> dict | None:
     if ckpt.get("hardware") and ckpt["hardware"] != run.machine:
         run.machine = f"{ckpt['hardware']}; resumed on {run.machine}"
     set_rank_rng_state(ckpt["rng"], ranks, run.device)
-    if ranks.main:  # the steps after the last checkpoint are trained again: history.jsonl restarts from its history
-        write_history(run.output_dir / HISTORY_FILE, run.history)
     run.say(f"resumed from {run.last_path} at step {run.step}")
     if ckpt.get("world_size", 1) != ranks.world_size:
         was, now, batch = ckpt.get("world_size", 1), ranks.world_size, cfg.training.batch_size
@@ -344,6 +346,9 @@ def announce(run: Run) -> None:
     if not run.ranks.main:
         run.wandb = NoRun()
         return
+    # history.jsonl starts as the checkpoint's history (a resumed run trains the steps after its last checkpoint
+    # again) or empty (a new run, also over the files of an earlier one with resume=false).
+    write_history(run.output_dir / HISTORY_FILE, run.history)
     write_json(run.output_dir / "config.json", {
         "task": cfg.task, "policy": cfg.policy, "seed": cfg.seed, "recipe": cfg.recipe, "group": cfg.wandb.group,
         "config": cfg.to_dict(), "policy_config": run.policy_cfg.to_dict(), **run.info})

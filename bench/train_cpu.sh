@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CPU training benchmark: Diffusion Policy and the baselines on real Push-T state data, within ~45 minutes on 2 cores.
 # Usage: bash bench/train_cpu.sh unet|transformer|lstm_gmm|ibc [PUSHT_ZIP]
-#        bash bench/train_cpu.sh lift [LIFT_ZARR]   (robomimic Lift, low-dim, scripted demonstrations: see README)
+#        bash bench/train_cpu.sh lift [LIFT_ZARR]   (robomimic Lift, low-dim, scripted demonstrations: see docs/robomimic.md)
 # Extra key=value arguments go to train.py after these (e.g. training.threads=1); PYTHON picks the interpreter.
 # Real Push-T keypoint observations (the paper's "state" setting), evaluated on the 50 evaluation seeds
 # periodically and at the end (DDPM, 100 steps). Results: outputs/bench_cpu_<network>/ (eval.json,

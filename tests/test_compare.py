@@ -1,6 +1,9 @@
-"""compare.py: run two policies over two seeds, report from the output dirs and from the W&B run files."""
+"""compare.py: run two policies over two seeds, report from the run dirs' plain files and from W&B's API."""
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -11,7 +14,7 @@ import compare
 import runlib
 import train
 
-from conftest import tiny_unet_overrides
+from conftest import REPO, tiny_unet_overrides
 
 POLICIES, SEEDS, GROUP = ["diffusion_unet", "lstm_gmm"], [0, 1], "tiny_compare"
 TINY = [
@@ -22,6 +25,7 @@ TINY = [
     *tiny_unet_overrides("diffusion_unet.policy.", num_inference_steps=2),
     "lstm_gmm.policy.rnn_hidden_dim=16", "lstm_gmm.policy.rnn_num_layers=1",
 ]
+RUN_FILES = ("config.json", "history.jsonl", "eval.json")  # all the report reads of a run dir
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +38,23 @@ def compared(demos, tmp_path_factory) -> tuple[Path, list[str]]:
     return out, argv
 
 
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
 def evaluations(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
-    """Steps, scores and success rates of a run's evaluations, straight from its checkpoint's history."""
-    history = runlib.load_checkpoint(run_dir / "checkpoints" / "last.pt")["history"]
-    evals = [h for h in history if "eval/mean_max_reward" in h]
+    """Steps, scores and success rates of a run's evaluations, straight from its history.jsonl."""
+    evals = [h for h in history(run_dir) if "eval/mean_max_reward" in h]
     return [h["step"] for h in evals], [h["eval/mean_max_reward"] for h in evals], \
         [h["eval/success_rate"] for h in evals]
+
+
+def copy_run_files(src: Path, dst: Path) -> Path:
+    """A run dir holding only what the report reads (no checkpoints, no W&B files)."""
+    dst.mkdir(parents=True)
+    for name in RUN_FILES:
+        shutil.copy(src / name, dst / name)
+    return dst
 
 
 def test_report_matches_the_runs_histories_and_eval_json(compared):
@@ -48,9 +63,14 @@ def test_report_matches_the_runs_histories_and_eval_json(compared):
     md = (out / "report.md").read_text()
     [group] = report["groups"]
     assert (group["group"], group["task"]) == (GROUP, "pusht_keypoints")
-    for run in report["runs"]:  # every run says how long it took and on what
+    # One recipe for every run (compare.py run passes recipe=; with dataset_path= it is presets): no warning.
+    assert group["mixed_recipes"] is False and group["recipes"] == {p: ["presets"] for p in POLICIES}
+    assert "different recipes" not in md
+    for run in report["runs"]:  # every run says how long it took, on what, and with which recipe
         assert run["wall_s"] > 0 and run["hardware"].startswith("CPU ") and "cores" in run["hardware"]
+        assert run["recipe"] == "presets"
     assert "| wall time | hardware |" in md and " min | CPU " in md
+    assert "| policy | recipe | seeds |" in md and "| group | task | policy | recipe | seed |" in md
     rows = {row["policy"]: row for row in group["policies"]}
     assert set(rows) == set(POLICIES)
     for policy in POLICIES:
@@ -59,21 +79,28 @@ def test_report_matches_the_runs_histories_and_eval_json(compared):
             run_dir = out / f"{policy}_seed{seed}"
             steps, scores, successes = evaluations(run_dir)
             assert steps == [2, 4]  # every eval_every steps, then the final evaluation
+            # history.jsonl is faithful: its evaluations are those of the checkpoint's history (only the test loads it)
+            ckpt_history = runlib.load_checkpoint(run_dir / "checkpoints" / "last.pt")["history"]
+            assert [h for h in history(run_dir) if "eval/mean_max_reward" in h] == \
+                   [h for h in ckpt_history if "eval/mean_max_reward" in h]
             final = json.loads((run_dir / "eval.json").read_text())
-            assert scores[-1] == final["mean_max_reward"]
+            assert final["step"] == 4 and scores[-1] == final["mean_max_reward"]
             per_seed["score_max"].append(max(scores))
             per_seed["score_last10"].append(sum(scores[-10:]) / len(scores[-10:]))
             per_seed["success_max"].append(max(successes))
             per_seed["success_last10"].append(sum(successes[-10:]) / len(successes[-10:]))
             per_seed["final_score"].append(final["mean_max_reward"])
+            [run] = [r for r in report["runs"] if (r["policy"], r["seed"]) == (policy, seed)]
+            assert run["evals"] == [list(e) for e in zip(steps, scores, successes)] and run["steps"] == 4
+            assert (run["wall_s"], run["hardware"]) == (final["wall_s"], final["hardware"])
         row = rows[policy]
-        assert (row["n_seeds"], row["seeds"]) == (2, SEEDS)
+        assert (row["n_seeds"], row["seeds"], row["recipes"]) == (2, SEEDS, ["presets"])
         for key, values in per_seed.items():
             assert row[key]["per_seed"] == values, (policy, key)
             assert row[key]["mean"] == float(np.mean(values)), (policy, key)
             assert row[key]["std"] == float(np.std(values)), (policy, key)
         cells = " | ".join(f"{np.mean(per_seed[k]):.3f} ± {np.std(per_seed[k]):.3f}" for k in per_seed)
-        assert f"| {policy} | 2 (0, 1) | {cells} | 2 | 4 |" in md
+        assert f"| {policy} | presets | 2 (0, 1) | {cells} | 2 | 4 |" in md
         # The curve: mean, min and max over seeds at each evaluation step.
         scores = np.array([evaluations(out / f"{policy}_seed{s}")[1] for s in SEEDS])
         assert row["curve"]["step"] == [2, 4]
@@ -91,20 +118,25 @@ def test_report_png_is_a_valid_image(compared):
     assert image[..., :3].std() > 0  # something was drawn
 
 
-def test_wandb_run_files_give_the_same_numbers(compared, tmp_path):
+def test_report_reads_the_three_plain_files_without_torch(compared, tmp_path):
+    """`compare.py report` on run dirs holding only config.json, history.jsonl and eval.json, in a fresh process:
+    the same numbers as the report `run` wrote, and torch is never imported."""
     out, _ = compared
-    assert compare.main(["report", str(out), "--source", "wandb", "--out", str(tmp_path)]) == 0
-    from_wandb = json.loads((tmp_path / "report.json").read_text())
+    for run_dir in sorted(out.glob("*_seed*")):
+        copy_run_files(run_dir, tmp_path / "runs" / run_dir.name)
+    script = ("import sys, compare\n"
+              f"rc = compare.main(['report', {str(tmp_path / 'runs')!r}, '--out', {str(tmp_path / 'report')!r}])\n"
+              "assert 'torch' not in sys.modules, 'the report imported torch'\n"
+              "sys.exit(rc)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    from_files = json.loads((tmp_path / "report" / "report.json").read_text())
     local = json.loads((out / "report.json").read_text())
-    assert from_wandb["source"] == "W&B run files (.wandb)" and not from_wandb["unfinished"]
-    assert all(".wandb" in r["source"] for r in from_wandb["runs"])
-    assert from_wandb["groups"] == local["groups"]  # every number, per seed and per step, exactly
+    assert from_files["groups"] == local["groups"] and not from_files["unfinished"]
+    assert "history.jsonl" in from_files["source"]
     key = lambda r: (r["policy"], r["seed"])  # noqa: E731
-    for a, b in zip(sorted(from_wandb["runs"], key=key), sorted(local["runs"], key=key)):
+    for a, b in zip(sorted(from_files["runs"], key=key), sorted(local["runs"], key=key), strict=True):
         assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
-    # the same report from the local dirs through the report command
-    assert compare.main(["report", str(out), "--out", str(tmp_path / "local")]) == 0
-    assert json.loads((tmp_path / "local" / "report.json").read_text())["groups"] == local["groups"]
 
 
 def test_finished_runs_are_collected_not_trained_again(compared, monkeypatch, capsys):
@@ -122,43 +154,186 @@ def test_finished_runs_are_collected_not_trained_again(compared, monkeypatch, ca
     assert "training.steps: 4 (saved) vs 6 (requested)" in capsys.readouterr().err
 
 
-def test_wandb_reader_merges_resumed_runs_and_spans_blocks(tmp_path, capsys):
-    """Records larger than a 32 KiB block, a run resumed into a second file, and a torn tail."""
+def test_runs_that_are_not_finished_are_listed_with_the_reason(compared, tmp_path, capsys):
+    out, _ = compared
+    runs = tmp_path / "runs"
+    copy_run_files(out / "diffusion_unet_seed0", runs / "finished")
+    old = copy_run_files(out / "diffusion_unet_seed1", runs / "old")  # as an earlier train.py left it
+    (old / "history.jsonl").unlink()
+    (old / "checkpoints").mkdir()
+    (old / "checkpoints" / "last.pt").write_bytes(b"not read by the report")
+    extended = copy_run_files(out / "lstm_gmm_seed0", runs / "extended")  # trained on after its eval.json
+    with open(extended / "history.jsonl", "a") as f:
+        f.write(json.dumps({"step": 6, "train/loss": 0.5}) + "\n")
+    (copy_run_files(out / "lstm_gmm_seed1", runs / "stopped") / "eval.json").unlink()
+    assert compare.main(["report", str(runs), "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [r["source"] for r in report["runs"]] == [compare.shown(runs / "finished")]
+    why = {Path(u.split(": ", 1)[0]).name: u.split(": ", 1)[1] for u in report["unfinished"]}
+    assert set(why) == {"old", "extended", "stopped"}
+    assert why["old"].startswith("no history.jsonl: written before") and "re-run" in why["old"]
+    assert why["extended"].startswith("eval.json is from step 4 but history.jsonl goes to step 6")
+    assert why["stopped"] == "no eval.json: not finished (history.jsonl goes to step 4)"
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert all(f"- {u}" in md for u in report["unfinished"])
+    assert compare.read_local_run(old) is None and compare.read_local_run(runs / "finished") is not None
+
+
+def test_a_malformed_history_line_names_the_file_and_line(compared, tmp_path, capsys):
+    out, _ = compared
+    run_dir = copy_run_files(out / "lstm_gmm_seed0", tmp_path / "run")
+    lines = (run_dir / "history.jsonl").read_text().splitlines()
+    lines.insert(2, '{"step": 3, "train/loss": ')
+    (run_dir / "history.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(compare.CompareError, match=r"history\.jsonl, line 3: not valid JSON"):
+        compare.collect_local([run_dir])
+    assert compare.main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "run/history.jsonl, line 3" in err and len(err.splitlines()) == 1
+
+
+def test_runs_of_one_group_with_different_recipes_are_flagged(compared, tmp_path, capsys):
+    """A group whose policies took different recipes is not a comparison on equal terms: report.md, report.json
+    and stderr say so."""
+    out, _ = compared
+    for run_dir in sorted(out.glob("*_seed*")):
+        copy = copy_run_files(run_dir, tmp_path / "runs" / run_dir.name)
+        if run_dir.name.startswith("diffusion_unet"):
+            saved = json.loads((copy / "config.json").read_text())
+            (copy / "config.json").write_text(json.dumps({**saved, "recipe": "quickstart"}))
+    assert compare.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    warning = (f"warning: runs of group {GROUP}, task pusht_keypoints use different recipes "
+               "(diffusion_unet: quickstart; lstm_gmm: presets): not a comparison on equal terms")
+    assert warning in capsys.readouterr().err
+    md = (tmp_path / "report" / "report.md").read_text().splitlines()
+    heading = md.index(f"## group `{GROUP}`, task `pusht_keypoints`")
+    assert md[heading + 2] == warning and md[heading + 4].startswith("| policy | recipe |")  # atop the table
+    assert any(line.startswith("| diffusion_unet | quickstart | 2 (0, 1) |") for line in md)
+    [group] = json.loads((tmp_path / "report" / "report.json").read_text())["groups"]
+    assert group["mixed_recipes"] is True
+    assert group["recipes"] == {"diffusion_unet": ["quickstart"], "lstm_gmm": ["presets"]}
+
+
+# ------------------------------------------------------------------------------------- W&B's public API
+
+
+class StandInRun:
+    """What compare.py reads of a `wandb.apis.public.Run`, built from a run dir's files as train.py logs them to W&B:
+    .id, .group, .config (the Config fields plus the run's info), .summary (final/*, run/*) and
+    .scan_history(keys=...) (W&B keeps one history row per `_step`, and returns only rows holding every key)."""
+
+    def __init__(self, run_dir: Path, run_id: str, finished: bool = True):
+        saved, final = (json.loads((run_dir / name).read_text()) for name in ("config.json", "eval.json"))
+        self.id, self.group = run_id, saved["group"]
+        self.config = {**saved["config"], "resolved": saved["resolved"]}
+        self.summary = {"_step": final["step"]}
+        if finished:
+            self.summary |= {"final/mean_max_reward": final["mean_max_reward"],
+                             "final/success_rate": final["success_rate"], "run/wall_s": final["wall_s"],
+                             "run/hardware": final["hardware"], "run/recipe": final["recipe"]}
+        self.rows = {}
+        for entry in history(run_dir):
+            self.rows.setdefault(entry["step"], {"_step": entry["step"]}).update(
+                {k: v for k, v in entry.items() if k != "step"})
+        self.scanned = []
+
+    def scan_history(self, keys=None):
+        self.scanned.append(keys)
+        return [{k: row[k] for k in keys} if keys else dict(row) for _, row in sorted(self.rows.items())
+                if not keys or all(k in row for k in keys)]
+
+
+class StandInApi:
+    """Stands in for `wandb.Api` (W&B's network service, which tests cannot reach): `runs(path, filters=...)` over a
+    fixed set of runs, applying the one filter compare.py sends (`{"group": {"$in": [...]}}`) as the server would."""
+
+    projects: dict[str, list[StandInRun]] = {}
+    calls: list[tuple[str, dict]] = []
+
+    def runs(self, path, filters=None):
+        StandInApi.calls.append((path, filters))
+        if path not in self.projects:
+            raise ValueError(f"Could not find project {path}")
+        wanted = (filters or {}).get("group", {}).get("$in")
+        return [r for r in self.projects[path] if wanted is None or r.group in wanted]
+
+
+@pytest.fixture
+def wandb_project(compared, monkeypatch, tmp_path):
+    """The four runs as W&B holds them in project `ent/proj`, plus an unfinished run of another group."""
     import wandb
 
-    config = {"task": "pusht_keypoints", "policy": "ibc", "seed": 7}
-    logged = {}
-    for start, stop in ((1, 30), (20, 41)):  # killed after step 29, resumed from a checkpoint at step 20
-        run = wandb.init(mode="offline", dir=str(tmp_path), project="p", group="g", id="synthetic-1",
-                         resume="allow", config=config)
-        for step in range(start, stop):
-            row = {"train/loss": 1.0 / step, "blob": "x" * 40_000 if step == 5 else "y"}
-            if step % 2 == 0:
-                row |= {"eval/mean_max_reward": step / 100 + start / 1000, "eval/success_rate": step % 3 / 2}
-                logged[step] = (step, row["eval/mean_max_reward"], row["eval/success_rate"])
-            run.log(row, step=step)
-        if stop == 41:  # train.py writes the final evaluation into the summary when it finishes
-            run.summary.update({"final/mean_max_reward": logged[40][1], "final/success_rate": logged[40][2]})
-        run.finish()
-    files = sorted(tmp_path.rglob("*.wandb"))
-    assert len(files) == 2 and max(f.stat().st_size for f in files) > 32 * 1024
-    runs, unfinished = compare.collect_wandb([tmp_path])
-    assert not unfinished
-    [run] = runs
-    assert (run.run_id, run.group, run.task, run.policy, run.seed, run.steps) == \
-           ("synthetic-1", "g", "pusht_keypoints", "ibc", 7, 40)
-    assert run.evals == [logged[s] for s in sorted(logged)]  # steps 20..29 from the resumed file
-    last10 = [logged[s][1] for s in sorted(logged)][-10:]
-    assert run.stats()["score_last10"] == float(np.mean(last10)) and run.stats()["score_max"] == logged[40][1]
-    # A file cut mid-record keeps the records before the cut.
-    torn = tmp_path / "torn.wandb"
-    data = files[0].read_bytes()
-    torn.write_bytes(data[:len(data) // 2])
-    history = compare.read_wandb_file(torn)["history"]
-    assert 0 < len(history) < 29 and "unreadable record" in capsys.readouterr().err
-    (tmp_path / "other.wandb").write_bytes(b"nope" + data[4:])
-    with pytest.raises(compare.CompareError, match="not a W&B run file"):
-        compare.read_wandb_file(tmp_path / "other.wandb")
+    out, _ = compared
+    runs = [StandInRun(out / f"{p}_seed{s}", f"{p}-{s}-abc123") for p in POLICIES for s in SEEDS]
+    other = copy_run_files(out / "lstm_gmm_seed0", tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "group": "other"}))
+    runs.append(StandInRun(other, "killed-1", finished=False))
+    monkeypatch.setattr(StandInApi, "projects", {"ent/proj": runs})
+    monkeypatch.setattr(StandInApi, "calls", [])
+    monkeypatch.setattr(wandb, "Api", StandInApi)
+    return runs
+
+
+def test_wandb_api_gives_the_same_numbers_as_the_run_dirs(compared, wandb_project, tmp_path):
+    out, _ = compared
+    assert compare.main(["report", "--wandb", "ent/proj", "--group", GROUP, "--out", str(tmp_path)]) == 0
+    assert StandInApi.calls == [("ent/proj", {"group": {"$in": [GROUP]}})]
+    # the evaluations come from the history rows holding them, W&B's step key included
+    assert all(r.scanned == [["_step", "eval/mean_max_reward", "eval/success_rate"]] for r in wandb_project[:4])
+    from_wandb = json.loads((tmp_path / "report.json").read_text())
+    local = json.loads((out / "report.json").read_text())
+    assert from_wandb["source"] == "W&B project `ent/proj` (W&B's public API)" and not from_wandb["unfinished"]
+    assert from_wandb["groups"] == local["groups"]  # every number, per seed and per step, and the recipes
+    assert sorted(r["source"] for r in from_wandb["runs"]) == sorted(f"ent/proj/{r.id}" for r in wandb_project[:4])
+    key = lambda r: (r["policy"], r["seed"])  # noqa: E731
+    for a, b in zip(sorted(from_wandb["runs"], key=key), sorted(local["runs"], key=key), strict=True):
+        assert {k: v for k, v in a.items() if k not in ("source", "run_id")} == \
+               {k: v for k, v in b.items() if k not in ("source", "run_id")}
+    # Without --group: every run of the project; the one without a final summary is listed, not reported.
+    runs, unfinished = compare.collect_wandb_api("ent/proj", None)
+    assert StandInApi.calls[-1] == ("ent/proj", {})
+    assert len(runs) == 4 and unfinished == ["ent/proj/killed-1: no final evaluation in its summary"]
+
+
+@pytest.mark.parametrize("where, kind, message", [
+    ("init", "UsageError", "No API key configured. Use `wandb login` to log in."),  # what wandb 0.31 says
+    ("runs", "CommError", "Failed to verify credentials with https://api.wandb.ai:\n connection refused"),
+    ("runs", "ValueError", "Invalid project path: ent/proj/extra"),
+])
+def test_a_failing_wandb_api_is_one_line_naming_the_project(monkeypatch, tmp_path, capsys, where, kind, message):
+    import wandb
+
+    exception = (ValueError if kind == "ValueError" else getattr(wandb.errors, kind))(message)
+
+    class FailingApi:
+        def __init__(self):
+            if where == "init":
+                raise exception
+
+        def runs(self, path, filters=None):
+            raise exception
+
+    monkeypatch.setattr(wandb, "Api", FailingApi)
+    assert compare.main(["report", "--wandb", "ent/proj", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: W&B project ent/proj: cannot read it through W&B's API (")
+    assert " ".join(message.split()) in err and "`wandb login`" in err and "report DIR" in err
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "x"], "give run dirs .or folders above them., or --wandb ENTITY/PROJECT"),
+    (["runs", "--wandb", "ent/proj", "--out", "x"], "not both"),
+])
+def test_report_needs_run_dirs_or_a_wandb_project(argv, message, capsys):
+    with pytest.raises(compare.CompareError, match=message):
+        compare.command_report(argv)
+    assert compare.main(["report", *argv]) == 2 and "error: report: give run dirs" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- run's arguments
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -167,11 +342,17 @@ def test_wandb_reader_merges_resumed_runs_and_spans_blocks(tmp_path, capsys):
     (["policies=diffusion_unet", "policy=ibc", "group=x"], "policy= is set per run"),
     (["policies=diffusion_unet", "lstm_gmm.policy.rnn_hidden_dim=8", "group=x"], "not in policies="),
     (["policies=diffusion_unet", "seeds=a", "group=x"], "seeds= must be integers"),
-    (["policies=diffusion_unet"], "group=NAME"),
+    (["policies=diffusion_unet", "recipe=nope", "group=x"], "recipe=nope: unknown"),
 ])
 def test_bad_run_arguments_say_what_is_wrong(argv, message):
     with pytest.raises(compare.CompareError, match=message):
         compare.plan_runs(argv)
+
+
+def test_the_default_group_names_task_data_and_recipe(tmp_path):
+    out, plan = compare.plan_runs(["policies=diffusion_unet,lstm_gmm", f"dataset_path={tmp_path / 'demos.zarr'}"])
+    assert out == REPO / "outputs" / "compare" / "pusht_keypoints_demos_presets"
+    assert all("recipe=presets" in o and "wandb.group=pusht_keypoints_demos_presets" in o for _, _, o in plan)
 
 
 def test_policy_scoped_overrides_reach_only_their_policy(tmp_path):

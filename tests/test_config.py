@@ -218,3 +218,31 @@ def test_validation_leaves_the_training_random_stream_where_it_was(demos, monkey
     assert reseeded == [], "validation reseeded every GPU's generator"
     torch.rand(5)  # the training stream moves on; validation draws the same noise again
     assert train.validation_loss(run.policy, run.val_set or run.train_set, run.cfg, run.device) == first
+
+
+# ------------------------------------------------------------------------------ checkpoints of the earlier version
+
+
+def test_a_checkpoint_of_the_earlier_version_still_evaluates_and_resumes(demos, tmp_path):
+    """Before one key per knob, a run's learning rate was training.lr (rewriting the optimizer's groups) and its
+    checkpoint had no recipe and no resolved values: such a checkpoint evaluates, and resumes with the new key."""
+    run_dir = tmp_path / "old"
+    common = [f"dataset_path={demos}", "training.eval_every=0", "training.checkpoint_every=2", f"output_dir={run_dir}",
+              *TINY]
+    train.train(resolve([*common, "training.steps=2", "policy.optimizer_lr=5e-4"]))
+    last = run_dir / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    ckpt["config"]["training"].update(lr=5e-4, warmup_steps=None)
+    ckpt["config"].pop("recipe")
+    ckpt["config"]["policy_config"] = {k: v for k, v in ckpt["config"]["policy_config"].items() if k != "optimizer_lr"}
+    ckpt["policy_config"]["optimizer_lr"] = 1e-4  # what the earlier version saved: the policy's default
+    ckpt.pop("resolved")
+    torch.save(ckpt, last)
+    (run_dir / "eval.json").unlink()  # not finished: it can resume
+    assert eval_script.main([f"checkpoint={last}", "n_episodes=1", "eval.max_steps=4",
+                             f"output_dir={tmp_path / 'eval'}"]) == 0
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["n_episodes"] == 1
+    with pytest.raises(Exception, match="optimizer_lr"):  # another learning rate than the one it trained with
+        train.train(resolve([*common, "training.steps=4"]))
+    summary = train.train(resolve([*common, "training.steps=4", "policy.optimizer_lr=5e-4"]))
+    assert summary["step"] == 4

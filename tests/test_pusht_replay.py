@@ -1,5 +1,5 @@
 """Replay fidelity against the published demonstrations (the levels measured with
-`python -m demos.pusht_replay --dataset ../shared/data/pusht.zip`, see README "Fidelity")."""
+`python -m demos.pusht_replay --dataset ../shared/data/pusht.zip`, see docs/pusht.md, "Fidelity")."""
 
 from demos.pusht_replay import format_summary, replay_dataset, summarize
 
