@@ -426,10 +426,12 @@ def config_differences(saved: dict, wanted: dict) -> list[str]:
             if not ignored(k) and norm(a.get(k)) != norm(b.get(k))]
 
 
-def comparison_recipe(recipe: str | None, task: str, policies: list[str], dataset_path: str | None) -> str:
-    """The one recipe every run of a comparison takes (config.RECIPES): `recipe` when given (every policy must have
-    it for the task), else the recipe each policy would take alone (config.default_recipe) when they all agree,
-    else `presets` for all, said on the terminal. A comparison is on equal terms or it does not run."""
+def comparison_recipe(recipe: str | None, task: str, policies: list[str],
+                      dataset_path: str | None) -> tuple[str, str | None]:
+    """The one recipe every run of a comparison takes (config.RECIPES), and a note for the terminal when the choice
+    overrules a policy's own: `recipe` when given (every policy must have it for the task), else the recipe each
+    policy would take alone (config.default_recipe) when they all agree, else `presets` for all (with the note).
+    A comparison is on equal terms or it does not run."""
     from config import RECIPES, default_recipe
 
     if recipe is not None and recipe != "auto":
@@ -441,14 +443,13 @@ def comparison_recipe(recipe: str | None, task: str, policies: list[str], datase
             raise CompareError(f"recipe={recipe} is defined for task {task} and {', '.join(having) or 'none of'} "
                                f"{'' if having else 'these policies '}but not {', '.join(lacking)}: a comparison "
                                "applies one recipe to every policy; use recipe=presets (each policy's presets alone)")
-        return recipe
+        return recipe, None
     alone = {p: default_recipe(task, p, dataset_path) for p in policies}
     if len(set(alone.values())) == 1:
-        return next(iter(alone.values()))
+        return next(iter(alone.values())), None
     special = ", ".join(f"{p} ({r})" for p, r in alone.items() if r != "presets")
-    print(f"recipe: presets for every policy. Alone, {special} would take another recipe on this data; a "
-          "comparison applies one recipe to all, and the others have none (config.RECIPES)", file=sys.stderr)
-    return "presets"
+    return "presets", (f"recipe: presets for every policy. Alone, {special} would take another recipe on this data; "
+                       "a comparison applies one recipe to all, and the others have none (config.RECIPES)")
 
 
 def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
@@ -484,7 +485,7 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
         raise CompareError(f"seeds= must be integers separated by commas, got {special['seeds']!r}") from None
     given = dict(a.split("=", 1) for a in common)
     task, dataset_path = given.get("task", Config().task), given.get("dataset_path") or None
-    recipe = comparison_recipe(special.get("recipe"), task, policies, dataset_path)
+    recipe, note = comparison_recipe(special.get("recipe"), task, policies, dataset_path)
     # Default group: the task, the data and the recipe, so that different comparisons never share a folder.
     data = f"_{Path(dataset_path).stem}" if dataset_path else ""
     group = special.get("group") or (Path(special["output_dir"]).name if "output_dir" in special
@@ -498,6 +499,8 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
                          *scoped.get(policy, [])]
             resolve(overrides)  # a typo stops here, before hours of training
             plan.append((policy, seed, overrides))
+    if note:  # said once the plan stands, so that a bad argument's error is the only line
+        print(note, file=sys.stderr)
     return out_dir, plan
 
 
