@@ -64,10 +64,14 @@ def default_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> Path:
     from demos.pusht import generate
 
     if task.robomimic_env:
+        from envs.robomimic.demonstrator import TASK_ENV
+
+        name = cfg.task.rsplit("_", 1)[0]  # lift_lowdim -> lift
+        scripted = (f", or make scripted demonstrations first: `python -m demos.robomimic {name} --out "
+                    f"outputs/data/{name}.hdf5`, then convert that file" if name in TASK_ENV else "")
         raise ConfigError(
             f"task {cfg.task} needs dataset_path=<zarr>: convert a robomimic hdf5 with `python -m "
-            "demos.robomimic_hdf5 convert IN.hdf5 OUT.zarr`, or make demonstrations with `python -m "
-            "demos.robomimic lift --out lift.hdf5` first (docs/robomimic.md)")
+            f"demos.robomimic_hdf5 convert IN.hdf5 OUT.zarr`{scripted} (docs/robomimic.md)")
 
     path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
     if not path.exists() and ranks.local_rank == 0:

@@ -246,3 +246,22 @@ def test_a_checkpoint_of_the_earlier_version_still_evaluates_and_resumes(demos, 
         train.train(resolve([*common, "training.steps=4"]))
     summary = train.train(resolve([*common, "training.steps=4", "policy.optimizer_lr=5e-4"]))
     assert summary["step"] == 4
+
+
+def test_the_advice_for_a_robomimic_task_without_data_runs_as_printed(monkeypatch, tmp_path, capsys):
+    """`python train.py task=lift_lowdim` names the commands that make its data; the scripted-demonstration command
+    parses as printed (its generator is replaced, after parsing, by a recorder: 200 episodes take minutes)."""
+    import demos.robomimic as scripted
+
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["task=lift_lowdim", "wandb.mode=disabled", f"output_dir={tmp_path / 'run'}"]) == 2
+    said = capsys.readouterr().err
+    commands = [shlex.split(c) for c in re.findall(r"`(python [^`]+)`", said)]
+    assert [c[2] for c in commands] == ["demos.robomimic_hdf5", "demos.robomimic"], said
+    calls = []
+    monkeypatch.setattr(scripted, "generate", lambda *args: calls.append(args) or {
+        "demos": 0, "attempts": 0, "success_rate": 0.0, "mean_length": 0.0, "seconds": 0.0, "path": args[1]})
+    assert scripted.main(commands[1][3:]) == 0
+    assert calls[0][:3] == ("lift", "outputs/data/lift.hdf5", 200)
+    assert train.main(["task=square_lowdim", "wandb.mode=disabled", f"output_dir={tmp_path / 'run2'}"]) == 2
+    assert "demos.robomimic " not in capsys.readouterr().err  # no scripted demonstrator for Square: not advised
