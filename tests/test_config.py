@@ -175,10 +175,15 @@ def test_every_command_a_finished_run_suggests_runs_as_printed(demos, tmp_path, 
 # ------------------------------------------------------------------------------ the run's own files
 
 
-def test_a_run_writes_its_config_and_history_next_to_its_checkpoints(demos, tmp_path, capsys):
+def test_a_run_writes_its_config_and_history_next_to_its_checkpoints(demos, tmp_path, capsys, monkeypatch):
+    import wandb
+
+    given = []  # the config the real (offline) W&B run is started with
+    real_init = wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: given.append(kwargs["config"]) or real_init(**kwargs))
     out = tmp_path / "run"
     train.main([f"dataset_path={demos}", "training.steps=4", "training.log_every=1", "training.val_every=2",
-                "training.eval_every=0", f"output_dir={out}", *TINY])
+                "training.eval_every=0", f"output_dir={out}", *TINY, "wandb.mode=offline"])
     printed = capsys.readouterr().out
     assert "configuration:" in printed and "training.steps" in printed  # the table, at the start of the run
     saved = json.loads((out / "config.json").read_text())
@@ -188,7 +193,8 @@ def test_a_run_writes_its_config_and_history_next_to_its_checkpoints(demos, tmp_
     assert saved["policy_config"]["down_dims"] == [8, 16]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert history == ckpt["history"] and ckpt["resolved"] == saved["resolved"]
+    assert history == ckpt["history"] and ckpt["resolved"] == saved["resolved"] == given[0]["resolved"]
+    assert given[0]["recipe"] == "presets" and any((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert [h["step"] for h in history if "train/loss" in h] == [1, 2, 3, 4]
     assert [h["step"] for h in history if "val/loss" in h] == [2, 4]
     assert [h["step"] for h in history if "eval/mean_max_reward" in h] == [4]
