@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StackError, TrainingError
+from common import StackError, TrainingError, run_cli
 
 SCORE, SUCCESS = "eval/mean_max_reward", "eval/success_rate"
 LAST_N = 10  # the paper's "mean of the last 10 checkpoints"
@@ -655,16 +655,18 @@ def command_report(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def command(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "report"):
         print(__doc__, file=sys.stderr)
         return 2
-    try:
-        return command_run(argv[1:]) if argv[0] == "run" else command_report(argv[1:])
-    except (StackError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return command_run(argv[1:]) if argv[0] == "run" else command_report(argv[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    # `report --help` is argparse's; `--help` alone (or `run --help`) prints this module's usage
+    args = sys.argv[1:] if argv is None else argv
+    usage = None if args[:1] == ["report"] else __doc__
+    return run_cli(command, args, usage=usage)
 
 
 if __name__ == "__main__":

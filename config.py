@@ -451,6 +451,8 @@ def check_values(cfg: Config) -> None:
          "None (the task's evaluation seeds) or a first seed in 0..2**32-1-n_episodes"),
         ("dataset_path", cfg.dataset_path, cfg.dataset_path != "",
          "a path (an unset shell variable?), or no dataset_path= for the embedded default"),
+        ("output_dir", cfg.output_dir, cfg.output_dir != "",
+         "a path (an unset shell variable?), or no output_dir= for the default outputs/<task>_<policy>_seed<seed>"),
     ]
     for key, value, ok, expected in rules:
         if not ok:

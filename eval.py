@@ -88,7 +88,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(evaluate_checkpoint, argv)
+    return run_cli(evaluate_checkpoint, argv, usage=__doc__)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common import CheckpointError, ConfigError, DataError, TrainingError, run_cli  # noqa: E402
+from common import CheckpointError, ConfigError, DataError, TrainingError, on_interrupt, run_cli  # noqa: E402
 from config import (SAMPLING_FIELDS, Config, Resolved, check_policy_config, renamed_values,  # noqa: E402
                     resolve)
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
@@ -272,6 +272,10 @@ def setup(resolved: Resolved) -> Run:
         policy.model.forward = torch.compile(policy.model.forward,
                                              mode="reduce-overhead" if device.type == "cuda" else None)
     machine = hardware(device) + (f" x {ranks.world_size} processes" if ranks.distributed else "")
+    last = output_dir / "checkpoints" / "last.pt"
+    on_interrupt(lambda again: (f"{last} is the last checkpoint (saved every training.checkpoint_every="
+                                f"{cfg.training.checkpoint_every} steps); `{again}` continues from it")
+                 if last.exists() else "no checkpoint was saved yet")
     return Run(cfg, resolved, task, ranks, device, output_dir, policy_cfg, train_set, val_set, data_info, policy,
                optimizer, lr_scheduler, ema, governor, threads, started, machine,
                run_id=f"{output_dir.name}-{int(time.time())}")
@@ -637,7 +641,7 @@ def command(argv: list[str]) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(command, argv)
+    return run_cli(command, argv, usage=__doc__)
 
 
 if __name__ == "__main__":

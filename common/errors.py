@@ -9,7 +9,10 @@ RuntimeError), so `except ValueError` keeps working.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -39,17 +42,71 @@ class EnvError(StackError, ValueError):
     the environment expects."""
 
 
-def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a job scheduler's stop), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+# What a command has saved so far, for the line an interruption ends with: callables registered by the running
+# command (train.py: its last checkpoint), each given the command line that ran and returning a sentence or None.
+_saved_notes: list[Callable[[str], str | None]] = []
+
+
+def on_interrupt(note: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """Register `note(command_line)`: what the command has saved so far and how to continue, said in the line an
+    interruption ends with."""
+    _saved_notes.append(note)
+    return note
+
+
+def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = None,
+            usage: str | None = None) -> int:
     """Run `command(argv)` (default argv: the process's arguments) and return its exit status: the command's own
     if it returns an int, else 0. Bad input (any StackError, or a file that does not exist) prints one line,
     `error: <message>`, and returns 2; so does an OSError about a file (permission denied, no space left, a
-    read-only file system: `<file>: <reason>`). Anything else is a bug and keeps its traceback."""
+    read-only file system: `<file>: <reason>`). Ctrl-C and SIGTERM end with one line saying what was saved and the
+    command that continues (130 and 143, the shells' codes); a closed pipe (`... | head`) ends quietly; `--help` or
+    `-h` prints `usage` (the command's docstring). Anything else is a bug and keeps its traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if usage and any(a in ("-h", "--help") for a in argv):
+        print(usage.strip())
+        return 0
+    previous = _install_sigterm()
+    del _saved_notes[:]
     try:
-        status = _call(command, sys.argv[1:] if argv is None else argv)
+        status = _call(command, argv)
     except (StackError, FileNotFoundError) as e:
         print_error(e)
         return 2
+    except KeyboardInterrupt as e:
+        print_interrupted(isinstance(e, Terminated), argv)
+        return 143 if isinstance(e, Terminated) else 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more can be said there; stop writing to it, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return status if isinstance(status, int) else 0
+
+
+def _install_sigterm():
+    """SIGTERM raises Terminated in the main thread (elsewhere signals cannot be set: None)."""
+    def terminated(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, terminated)
+
+
+def print_interrupted(terminated: bool, argv: list[str]) -> None:
+    """One line for an interrupted command: the signal, what it saved, and the same command, which continues."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    again = f"python {program} {shlex.join(argv)}".strip() if program.endswith(".py") else "the same command"
+    notes = [n for n in (note(again) for note in _saved_notes) if n]
+    what = "; ".join(notes) if notes else "nothing was saved"
+    print(f"\n{'stopped (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {what}", file=sys.stderr)
 
 
 def print_error(error: Exception, grace_s: float = 3.0) -> None:
