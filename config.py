@@ -147,6 +147,26 @@ RECIPES: dict[str, dict[tuple[str, str], dict]] = {
             "policy.optimizer_lr": 5e-4, "policy.down_dims": [32, 64, 128], "policy.diffusion_step_embed_dim": 128},
     },
 }
+# What may differ between a run and the run it resumes (train.py applies the new value): a longer or shorter
+# budget, when periodic work happens, the evaluation's settings, where and how fast it runs, W&B. Every other value
+# (data, seed, recipe, batch, network, optimizer, EMA, ...) must be the checkpoint's: a resumed run is the same run.
+RESUME_MAY_CHANGE = ("training.steps", "training.log_every", "training.val_every", "training.eval_every",
+                     "training.checkpoint_every", "training.num_workers", "training.threads", "training.data_on_device",
+                     "training.compile", "training.dist_timeout_s", "eval.*", "wandb.*", "device", "resume",
+                     "checkpoint", "output_dir", "policy.inference_scheduler", "policy.num_inference_steps")
+
+
+def may_change_on_resume(key: str) -> bool:
+    return key in RESUME_MAY_CHANGE or f"{key.split('.', 1)[0]}.*" in RESUME_MAY_CHANGE
+
+
+def resume_differences(saved: dict, now: dict) -> list[tuple[str, object, object]]:
+    """(key, saved value, new value) for every value of two flattened configurations (`section.field` and
+    `policy.field` keys) that differs and may not change on resume."""
+    return [(key, saved[key], now[key]) for key in sorted(set(saved) & set(now))  # keys both versions have
+            if not may_change_on_resume(key) and _plain(saved[key]) != _plain(now[key])]
+
+
 # Keys that an earlier version had, and the one key that replaced each (one key per knob).
 RENAMED_KEYS = {"training.lr": "policy.optimizer_lr", "training.warmup_steps": "policy.lr_warmup_steps"}
 
@@ -281,11 +301,12 @@ def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"training.steps": ..., "seed": ...} from a nested Config.to_dict() (its policy_config left out)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict) and k != "policy_config":
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         elif k != "policy_config":
             out[f"{prefix}{k}"] = v
     return out
@@ -310,8 +331,8 @@ class Resolved:
         """{key: (value, source, earlier (source, value) layers)} for every value that differs from its dataclass
         default or that a layer set: `policy.*` keys for the policy's config, `section.field` for the rest."""
         out = {}
-        defaults = _flat(Config().to_dict())
-        for key, value in _flat(self.config.to_dict()).items():
+        defaults = flatten(Config().to_dict())
+        for key, value in flatten(self.config.to_dict()).items():
             if key in self.sources or _plain(value) != _plain(defaults.get(key)):
                 layers = self.sources.get(key) or [("given in code", value)]
                 out[key] = (value, layers[-1][0], layers[:-1])
@@ -364,8 +385,8 @@ def resolve(argv: list[str], base: Config | None = None, use_presets: bool = Tru
                               policy_config=dict(base.policy_config)) if base else Config()
     sources: dict[str, list[tuple[str, object]]] = {}
     if base is not None:
-        defaults = _flat(Config().to_dict())
-        for key, value in _flat(base.to_dict()).items():
+        defaults = flatten(Config().to_dict())
+        for key, value in flatten(base.to_dict()).items():
             if _plain(value) != _plain(defaults.get(key)):
                 sources[key] = [(base_source, value)]
         for key, value in (policy_base or {}).items():

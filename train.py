@@ -43,8 +43,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import CheckpointError, ConfigError, DataError, TrainingError, on_interrupt, run_cli  # noqa: E402
-from config import (SAMPLING_FIELDS, Config, Resolved, check_policy_config, renamed_values,  # noqa: E402
-                    resolve)
+from config import (Config, Resolved, check_policy_config, flatten, renamed_values, resolve,  # noqa: E402
+                    resume_differences)
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
@@ -296,12 +296,14 @@ def resume(run: Run) -> dict | None:
     if ckpt["task"] != cfg.task or ckpt["policy_name"] != cfg.policy:
         raise CheckpointError(f"{run.last_path}: belongs to task {ckpt['task']!r} / policy {ckpt['policy_name']!r}, "
                               f"not {cfg.task!r} / {cfg.policy!r}; use another output_dir or resume=false")
-    saved = {**ckpt["policy_config"], **renamed_values(ckpt["config"])}  # an earlier version's training.lr
-    now = run.policy_cfg.to_dict()
-    changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v and k not in SAMPLING_FIELDS}
-    if changed:  # e.g. another network size: the weights would not fit, or would mean something else
-        raise CheckpointError(f"{run.last_path}: its {cfg.policy} has another configuration than this run's "
-                              f"(saved vs now: {changed}); use another output_dir or resume=false")
+    changed = resume_differences(run_identity(ckpt["config"], {**ckpt["policy_config"],
+                                                               **renamed_values(ckpt["config"])}, ckpt),
+                                 run_identity(cfg.to_dict(), run.policy_cfg.to_dict(), None, run))
+    if changed:  # another network, data, seed or recipe: the weights would mean something else, or not fit
+        listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in changed)
+        raise CheckpointError(f"{run.last_path}: this run differs from the run it would resume ({listed}); a resumed "
+                              f"run is the same run (what may change: config.RESUME_MAY_CHANGE). Use resume=false to "
+                              "start it again there, or another output_dir")
     finished = from_rank0(finished_run(run.output_dir, ckpt, cfg) if ranks.main else None, ranks)
     if finished is not None:
         return finished
@@ -326,6 +328,22 @@ def resume(run: Run) -> dict | None:
                 "continues the same optimization up to float rounding, not bit for bit (dropout masks, where a "
                 "policy has dropout, are drawn anew)", file=sys.stderr)
     return None
+
+
+def run_identity(config: dict, policy_config: dict, ckpt: dict | None, run: Run | None = None) -> dict:
+    """What makes a run the run it is, flattened for config.resume_differences: every configuration value
+    (`section.field`, `policy.field`) and the dataset's identity (path, size, normalizer statistics), from a
+    checkpoint or from the run being set up."""
+    flat = flatten(config)
+    flat.update({f"policy.{k}": v for k, v in policy_config.items()})
+    dataset = ckpt["dataset"] if ckpt is not None else run.data_info
+    flat.update({"dataset.path": str(Path(dataset["path"]).resolve()), "dataset.n_episodes": dataset["n_episodes"],
+                 "dataset.n_steps": dataset["n_steps"]})
+    stats = ckpt.get("normalizer_stats") if ckpt is not None else \
+        {k: {s: v.tolist() for s, v in st.items()} for k, st in run.policy.normalizer.stats().items()}
+    if stats is not None:
+        flat["dataset.normalizer_stats"] = stats
+    return flat
 
 
 def announce(run: Run) -> None:

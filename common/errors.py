@@ -75,6 +75,9 @@ def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = Non
     try:
         status = _call(command, argv)
     except (StackError, FileNotFoundError) as e:
+        if previous is not None:  # stopping anyway: a SIGTERM now (torchrun stopping the other ranks) just ends it
+            signal.signal(signal.SIGTERM, previous)
+            previous = None
         print_error(e)
         return 2
     except KeyboardInterrupt as e:

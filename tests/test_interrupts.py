@@ -74,3 +74,45 @@ def test_help_prints_the_usage(command, capsys):
 def test_an_empty_output_dir_stops_at_parse_time():
     with pytest.raises(ConfigError, match="output_dir='': expected a path \\(an unset shell variable\\?\\)"):
         resolve(["output_dir="])
+
+
+# ------------------------------------------------------------------------------ a resumed run is the run it resumes
+
+
+@pytest.fixture(scope="module")
+def half_run(demos, tmp_path_factory):
+    """A run stopped at its step-2 checkpoint (training.steps=2 then raised: unfinished for a longer request)."""
+    out = tmp_path_factory.mktemp("resume") / "run"
+    argv = [f"dataset_path={demos}", "training.steps=2", "training.eval_every=0", "training.val_every=0",
+            "training.batch_size=8", "training.threads=1", "wandb.mode=disabled", "eval.n_episodes=1",
+            "eval.max_steps=4", "eval.n_videos=0", f"output_dir={out}",
+            *tiny_unet_overrides("policy.", num_inference_steps=2)]
+    train.train(resolve(argv))
+    return argv
+
+
+@pytest.mark.parametrize("change, field", [
+    (["seed=3"], "seed: 0 in the checkpoint, 3 now"),
+    (["training.batch_size=4"], "training.batch_size: 8 in the checkpoint, 4 now"),
+    (["policy.optimizer_lr=1e-3"], "policy.optimizer_lr: 0.0001 in the checkpoint, 0.001 now"),
+    (["training.use_ema=false"], "training.use_ema: True in the checkpoint, False now"),
+    (["recipe=quickstart"], "recipe: 'presets' in the checkpoint, 'quickstart' now"),
+])
+def test_resuming_with_other_settings_is_refused_naming_the_field(half_run, change, field):
+    with pytest.raises(Exception, match="this run differs from the run it would resume") as error:
+        train.train(resolve([*half_run, "training.steps=4", *change]))
+    assert field in str(error.value) and "resume=false" in str(error.value)
+
+
+def test_resuming_on_other_data_is_refused(half_run, tmp_path):
+    from demos.pusht import generate
+
+    other = tmp_path / "other.zarr"
+    generate(other, n_episodes=3, first_seed=50, workers=1)
+    with pytest.raises(Exception, match="dataset.path: .* in the checkpoint, .*other.zarr.* now"):
+        train.train(resolve([*half_run, "training.steps=4", f"dataset_path={other}"]))
+
+
+def test_what_may_change_on_resume_is_applied(half_run):
+    summary = train.train(resolve([*half_run, "training.steps=3", "eval.max_steps=5", "training.log_every=1"]))
+    assert summary["step"] == 3

@@ -128,8 +128,8 @@ def test_train_kill_resume_eval_round_trip(demos, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="belongs to task 'pusht_keypoints'"):
         run_train([*common, f"output_dir={straight}", "task=pusht_lowdim", "training.steps=8"])
     # Same task and policy, another network size: one line naming the file and what differs (was 160 lines).
-    with pytest.raises(CheckpointError, match=r"last.pt: its diffusion_unet has another configuration than this "
-                                              r"run's \(saved vs now: \{'down_dims': \(\(8, 16\), \(16, 32\)\)"):
+    with pytest.raises(CheckpointError, match=r"last.pt: this run differs from the run it would resume "
+                                              r"\(policy.down_dims: \(8, 16\) in the checkpoint, \(16, 32\) now\)"):
         run_train([*common, f"output_dir={straight}", "training.steps=8", "policy.down_dims=[16,32]"])
 
 
