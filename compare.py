@@ -405,25 +405,14 @@ def write_report(runs: list[Run], unfinished: list[str], out_dir: Path, source: 
 # ------------------------------------------------------------------------------------- commands
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "policy_config":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_differences(saved: dict, wanted: dict) -> list[str]:
     """Keys whose values differ between a finished run's config and the requested one (results-relevant only)."""
-    a, b = _flatten(saved), _flatten(wanted)
-    keys = sorted(set(a) | set(b))
+    from config import flatten, plain
+
+    a, b = ({**flatten(d), "policy_config": d.get("policy_config")} for d in (saved, wanted))
     ignored = lambda k: k in IGNORED_CONFIG_KEYS or k.split(".")[0] in IGNORED_CONFIG_KEYS  # noqa: E731
-    # policy_config values went through a literal round trip (lists may come back as tuples)
-    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731
-    return [f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (requested)" for k in keys
-            if not ignored(k) and norm(a.get(k)) != norm(b.get(k))]
+    return [f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (requested)" for k in sorted(set(a) | set(b))
+            if not ignored(k) and plain(a.get(k)) != plain(b.get(k))]
 
 
 def comparison_recipe(recipe: str | None, task: str, policies: list[str],

@@ -23,6 +23,7 @@ type or a policy setting its config rejects stops with a message naming it, when
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import json
 import os
@@ -153,7 +154,7 @@ RECIPES: dict[str, dict[tuple[str, str], dict]] = {
 RESUME_MAY_CHANGE = ("training.steps", "training.log_every", "training.val_every", "training.eval_every",
                      "training.checkpoint_every", "training.num_workers", "training.threads", "training.data_on_device",
                      "training.compile", "training.dist_timeout_s", "eval.*", "wandb.*", "device", "resume",
-                     "checkpoint", "output_dir", "policy.inference_scheduler", "policy.num_inference_steps")
+                     "checkpoint", "output_dir", *(f"policy.{name}" for name in SAMPLING_FIELDS))
 
 
 def may_change_on_resume(key: str) -> bool:
@@ -164,7 +165,7 @@ def resume_differences(saved: dict, now: dict) -> list[tuple[str, object, object
     """(key, saved value, new value) for every value of two flattened configurations (`section.field` and
     `policy.field` keys) that differs and may not change on resume."""
     return [(key, saved[key], now[key]) for key in sorted(set(saved) & set(now))  # keys both versions have
-            if not may_change_on_resume(key) and _plain(saved[key]) != _plain(now[key])]
+            if not may_change_on_resume(key) and plain(saved[key]) != plain(now[key])]
 
 
 # Keys that an earlier version had, and the one key that replaced each (one key per knob).
@@ -296,7 +297,7 @@ def _sections() -> str:
     return "training, eval, wandb, policy"
 
 
-def _plain(value):
+def plain(value):
     """A value as JSON has it (tuples become lists), so that values from different layers compare."""
     return json.loads(json.dumps(value, default=str))
 
@@ -333,7 +334,7 @@ class Resolved:
         out = {}
         defaults = flatten(Config().to_dict())
         for key, value in flatten(self.config.to_dict()).items():
-            if key in self.sources or _plain(value) != _plain(defaults.get(key)):
+            if key in self.sources or plain(value) != plain(defaults.get(key)):
                 layers = self.sources.get(key) or [("given in code", value)]
                 out[key] = (value, layers[-1][0], layers[:-1])
         config_class = type(self.policy)
@@ -346,15 +347,15 @@ class Resolved:
             default = f.default if f.default is not dataclasses.MISSING else \
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None
             layers = self.sources.get(key, [])
-            if layers and _plain(layers[-1][1]) == _plain(value):
+            if layers and plain(layers[-1][1]) == plain(value):
                 out[key] = (value, layers[-1][0], layers[:-1])
-            elif _plain(value) != _plain(default):  # filled in by the config class from other fields
+            elif plain(value) != plain(default):  # filled in by the config class from other fields
                 out[key] = (value, f"derived by {config_class.__name__}.__post_init__ (from its other fields)", layers)
         return out
 
     def table(self) -> str:
         """What a person reads at the start of a run: every non-default value and where it came from."""
-        rows = [(key, _plain(value), source + "".join(f"; over {s}: {_plain(v)}" for s, v in reversed(earlier)))
+        rows = [(key, plain(value), source + "".join(f"; over {s}: {plain(v)}" for s, v in reversed(earlier)))
                 for key, (value, source, earlier) in self.values().items()]
         width = max(len(k) for k, _, _ in rows)
         shown = [(k, json.dumps(v) if not isinstance(v, str) else v, s) for k, v, s in rows]
@@ -365,8 +366,8 @@ class Resolved:
 
     def to_dict(self) -> dict:
         """JSON-able: {key: {"value", "source", "over": [{"source", "value"}...]}} (config.json, checkpoints, W&B)."""
-        return {key: {"value": _plain(value), "source": source,
-                      "over": [{"source": s, "value": _plain(v)} for s, v in earlier]}
+        return {key: {"value": plain(value), "source": source,
+                      "over": [{"source": s, "value": plain(v)} for s, v in earlier]}
                 for key, (value, source, earlier) in self.values().items()}
 
 
@@ -380,14 +381,12 @@ def resolve(argv: list[str], base: Config | None = None, use_presets: bool = Tru
     and keys, renamed keys, wrongly typed values and policy settings the policy's config rejects raise ConfigError
     naming them.
     """
-    cfg = dataclasses.replace(base, training=dataclasses.replace(base.training),
-                              eval=dataclasses.replace(base.eval), wandb=dataclasses.replace(base.wandb),
-                              policy_config=dict(base.policy_config)) if base else Config()
+    cfg = copy.deepcopy(base) if base else Config()
     sources: dict[str, list[tuple[str, object]]] = {}
     if base is not None:
         defaults = flatten(Config().to_dict())
         for key, value in flatten(base.to_dict()).items():
-            if _plain(value) != _plain(defaults.get(key)):
+            if plain(value) != plain(defaults.get(key)):
                 sources[key] = [(base_source, value)]
         for key, value in (policy_base or {}).items():
             sources[f"policy.{key}"] = [(base_source, value)]

@@ -272,10 +272,6 @@ def setup(resolved: Resolved) -> Run:
         policy.model.forward = torch.compile(policy.model.forward,
                                              mode="reduce-overhead" if device.type == "cuda" else None)
     machine = hardware(device) + (f" x {ranks.world_size} processes" if ranks.distributed else "")
-    last = output_dir / "checkpoints" / "last.pt"
-    on_interrupt(lambda again: (f"{last} is the last checkpoint (saved every training.checkpoint_every="
-                                f"{cfg.training.checkpoint_every} steps); `{again}` continues from it")
-                 if last.exists() else "no checkpoint was saved yet")
     return Run(cfg, resolved, task, ranks, device, output_dir, policy_cfg, train_set, val_set, data_info, policy,
                optimizer, lr_scheduler, ema, governor, threads, started, machine,
                run_id=f"{output_dir.name}-{int(time.time())}")
@@ -330,6 +326,11 @@ def resume(run: Run) -> dict | None:
     return None
 
 
+def normalizer_stats(policy) -> dict:
+    """The fitted normalizer's statistics as lists ({key: {stat: values}}), as checkpoints and config.json hold them."""
+    return {k: {s: v.tolist() for s, v in st.items()} for k, st in policy.normalizer.stats().items()}
+
+
 def run_identity(config: dict, policy_config: dict, ckpt: dict | None, run: Run | None = None) -> dict:
     """What makes a run the run it is, flattened for config.resume_differences: every configuration value
     (`section.field`, `policy.field`) and the dataset's identity (path, size, normalizer statistics), from a
@@ -339,8 +340,7 @@ def run_identity(config: dict, policy_config: dict, ckpt: dict | None, run: Run 
     dataset = ckpt["dataset"] if ckpt is not None else run.data_info
     flat.update({"dataset.path": str(Path(dataset["path"]).resolve()), "dataset.n_episodes": dataset["n_episodes"],
                  "dataset.n_steps": dataset["n_steps"]})
-    stats = ckpt.get("normalizer_stats") if ckpt is not None else \
-        {k: {s: v.tolist() for s, v in st.items()} for k, st in run.policy.normalizer.stats().items()}
+    stats = ckpt.get("normalizer_stats") if ckpt is not None else normalizer_stats(run.policy)
     if stats is not None:
         flat["dataset.normalizer_stats"] = stats
     return flat
@@ -364,8 +364,7 @@ def announce(run: Run) -> None:
                 f"{cfg.training.batch_size // run.ranks.world_size}, learning rate "
                 f"{run.lr_scheduler.base_lrs[0]:g} as configured (not rescaled)")
     run.info = {"dataset": {k: v for k, v in run.data_info.items() if not k.endswith("_episodes")},
-                "normalizer_stats": {k: {s: v.tolist() for s, v in st.items()}
-                                     for k, st in run.policy.normalizer.stats().items()},
+                "normalizer_stats": normalizer_stats(run.policy),
                 "code_version": code_version(), "n_parameters": n_params,
                 "classes": {"policy": policy_class, "task": cfg.task, "env": run.task.env_id},
                 "resolved": run.resolved.to_dict()}
@@ -528,6 +527,16 @@ def train(run_config: Resolved | Config) -> dict:
     in code is taken as it is: its values are labelled "given in code")."""
     resolved = run_config if isinstance(run_config, Resolved) else resolve([], base=run_config, use_presets=False)
     run = setup(resolved)
+    # Ctrl-C or SIGTERM from here on: run_cli's line names the last checkpoint and the command that continues
+    with on_interrupt(lambda again: (f"{run.last_path} is the last checkpoint (saved every "
+                                     f"training.checkpoint_every={run.cfg.training.checkpoint_every} steps); "
+                                     f"`{again}` continues from it") if run.last_path.exists()
+                      else "no checkpoint was saved yet"):
+        return train_run(run)
+
+
+def train_run(run: Run) -> dict:
+    """resume, announce, the steps and finish of a run that `setup` built."""
     finished = resume(run)
     if finished is not None:
         return finished

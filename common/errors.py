@@ -8,6 +8,7 @@ RuntimeError), so `except ValueError` keeps working.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -46,16 +47,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a `kill`, a job scheduler's stop), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
 
 
-# What a command has saved so far, for the line an interruption ends with: callables registered by the running
-# command (train.py: its last checkpoint), each given the command line that ran and returning a sentence or None.
-_saved_notes: list[Callable[[str], str | None]] = []
-
-
-def on_interrupt(note: Callable[[str], str | None]) -> Callable[[str], str | None]:
-    """Register `note(command_line)`: what the command has saved so far and how to continue, said in the line an
-    interruption ends with."""
-    _saved_notes.append(note)
-    return note
+@contextlib.contextmanager
+def on_interrupt(note: Callable[[str], str | None]):
+    """While the block runs, an interruption carries `note(command_line)`: what the command has saved so far and how
+    to continue, said in the line run_cli ends it with (train.py: its last checkpoint)."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        e.saved_notes = [*getattr(e, "saved_notes", []), note]
+        raise
 
 
 def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = None,
@@ -71,7 +71,6 @@ def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = Non
         print(usage.strip())
         return 0
     previous = _install_sigterm()
-    del _saved_notes[:]
     try:
         status = _call(command, argv)
     except (StackError, FileNotFoundError) as e:
@@ -81,7 +80,7 @@ def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = Non
         print_error(e)
         return 2
     except KeyboardInterrupt as e:
-        print_interrupted(isinstance(e, Terminated), argv)
+        print_interrupted(isinstance(e, Terminated), argv, getattr(e, "saved_notes", []))
         return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more can be said there; stop writing to it, quietly.
@@ -103,11 +102,13 @@ def _install_sigterm():
     return signal.signal(signal.SIGTERM, terminated)
 
 
-def print_interrupted(terminated: bool, argv: list[str]) -> None:
+def print_interrupted(terminated: bool, argv: list[str], saved_notes: list[Callable[[str], str | None]]) -> None:
     """One line for an interrupted command: the signal, what it saved, and the same command, which continues."""
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    again = f"python {program} {shlex.join(argv)}".strip() if program.endswith(".py") else "the same command"
-    notes = [n for n in (note(again) for note in _saved_notes) if n]
+    main = sys.modules.get("__main__")
+    module = getattr(getattr(main, "__spec__", None), "name", None)  # `python -m datasets.inspect ...`
+    program = f"-m {module}" if module else os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    again = f"python {program} {shlex.join(argv)}".strip() if program else "the same command"
+    notes = [n for n in (note(again) for note in saved_notes) if n]
     what = "; ".join(notes) if notes else "nothing was saved"
     print(f"\n{'stopped (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {what}", file=sys.stderr)
 
