@@ -42,7 +42,6 @@ success rate against training step: mean over seeds, shaded between the seeds' m
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -52,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import StackError, TrainingError, run_cli
+from common import ArgumentParser, StackError, TrainingError, run_cli
 
 SCORE, SUCCESS = "eval/mean_max_reward", "eval/success_rate"
 LAST_N = 10  # the paper's "mean of the last 10 checkpoints"
@@ -382,10 +381,15 @@ def plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: list[Run], unfinished: list[str], out_dir: Path, source: str) -> dict:
-    """report.md, report.json and report.png in `out_dir`; returns what report.json holds."""
+def write_report(runs: list[Run], unfinished: list[str], out_dir: Path, source: str, searched: str = "") -> dict:
+    """report.md, report.json and report.png in `out_dir`; returns what report.json holds. `searched`: where the
+    runs were looked for (said when none is finished)."""
     if not runs:
-        raise CompareError("no finished runs found" + (f" ({len(unfinished)} unfinished)" if unfinished else ""))
+        left = (f"; {len(unfinished)} left out: " + "; ".join(unfinished[:3]) + ("; ..." if len(unfinished) > 3
+                                                                               else "")) if unfinished else ""
+        raise CompareError(f"no finished runs in {searched or source}: a finished run is a train.py output dir "
+                           f"whose {EVAL_FILE} is from the last step of its {HISTORY_FILE} (with its {CONFIG_FILE})"
+                           f"{left}")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     report = {"source": source, "groups": summary, "runs": [dataclasses.asdict(r) for r in runs],
@@ -572,6 +576,7 @@ def train_in_parallel(todo: list[tuple[object, list[str]]], parallel: int) -> li
 
 def command_run(argv: list[str]) -> int:
     from config import resolve
+    from runlib import check_wandb_online
     from train import train
 
     out_dir, plan = plan_runs(argv)
@@ -583,6 +588,7 @@ def command_run(argv: list[str]) -> int:
             print(f"\n{policy}:\n{resolve(overrides).table()}")
         return 0
     parallel = parallel_runs(argv)
+    check_wandb_online(resolve(plan[0][2]).config.wandb.mode)  # before any run starts, not in each run's log
     # A finished run is reused only if it is the run asked for: check them all before training any.
     todo = []
     for policy, seed, overrides in plan:
@@ -614,12 +620,12 @@ def command_run(argv: list[str]) -> int:
     run_dirs = [Path(resolve(o).config.output_dir) for _, _, o in plan]
     runs, unfinished = collect_local([d for d in run_dirs if d.exists()])
     unfinished += [str(d) for d in run_dirs if not d.exists()]
-    write_report(runs, unfinished, out_dir, f"the output dirs under `{out_dir}`")
+    write_report(runs, unfinished, out_dir, f"the output dirs under `{out_dir}`", str(out_dir))
     return 1 if failed or unfinished else 0
 
 
 def command_report(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="compare.py report", description="Report on finished runs.")
+    parser = ArgumentParser(prog="compare.py report", description="Report on finished runs.")
     parser.add_argument("paths", nargs="*", type=Path, help="run output dirs or folders above them")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
                         help="read the runs of this online W&B project through W&B's API instead of run dirs")
@@ -635,12 +641,17 @@ def command_report(argv: list[str]) -> int:
     if args.wandb:
         runs, unfinished = collect_wandb_api(args.wandb, args.group)
         source = f"W&B project `{args.wandb}` (W&B's public API)"
+        searched = f"W&B project {args.wandb}"
     else:
         runs, unfinished = collect_local(args.paths)
         source = f"the run dirs' {CONFIG_FILE}, {HISTORY_FILE} and {EVAL_FILE}"
+        searched = ", ".join(str(p) for p in args.paths)
     if args.group:
+        other = sorted({r.group for r in runs} - set(args.group))
         runs = [r for r in runs if r.group in args.group]
-    write_report(runs, unfinished, args.out, source)
+        searched += f" (group {', '.join(args.group)}" + (f"; finished runs of other groups: {', '.join(other)})"
+                                                           if other else ")")
+    write_report(runs, unfinished, args.out, source, searched)
     return 0
 
 

@@ -21,9 +21,11 @@ import sys
 from pathlib import Path
 
 from common import CheckpointError, ConfigError, run_cli
+from common.locks import DirLock
 from config import SAMPLING_FIELDS, config_from_dict, resolve
 from envs.tasks import get_task
-from runlib import (load_checkpoint, log_video, pick_device, policy_from_checkpoint, prepare_output_dir,
+from runlib import (check_wandb_online, is_run_dir, load_checkpoint, log_video, pick_device, policy_from_checkpoint,
+                    prepare_output_dir,
                     run_evaluation, score_line, seed_everything, set_torch_threads, start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
@@ -56,6 +58,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
         raise CheckpointError(f"{checkpoint}: the checkpoint is for task {ckpt['task']!r}, not {cfg.task!r}")
     if cfg.policy != ckpt["policy_name"]:
         raise CheckpointError(f"{checkpoint}: the checkpoint holds policy {ckpt['policy_name']!r}, not {cfg.policy!r}")
+    check_wandb_online(cfg.wandb.mode)  # before the rollouts, not after them
     task = get_task(cfg.task).with_spec(ckpt.get("task_spec"))
     device = pick_device(cfg.device)
     set_torch_threads(cfg.training.threads)  # a shared machine: only the cores that are free
@@ -66,7 +69,15 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     policy = policy_from_checkpoint(ckpt, checkpoint, config_overrides=cfg.policy_config).to(device)
 
     output_dir = Path(cfg.output_dir) if cfg.output_dir else Path(checkpoint).resolve().parent.parent / "eval"
-    prepare_output_dir(output_dir)
+    if is_run_dir(output_dir):  # a training run's own eval.json (wall time, hardware, best checkpoint) is kept
+        print(f"note: output_dir={output_dir} is a training run's directory; this evaluation goes to "
+              f"{output_dir / 'eval'} (the run's own eval.json is left as it is)")
+        output_dir = output_dir / "eval"
+    with DirLock(prepare_output_dir(output_dir)):  # one evaluation at a time writes there
+        return evaluate_into(output_dir, checkpoint, ckpt, cfg, task, device, policy)
+
+
+def evaluate_into(output_dir: Path, checkpoint: str, ckpt: dict, cfg, task, device, policy) -> dict:
     print(f"evaluating {checkpoint} (task {cfg.task}, policy {cfg.policy}, step {ckpt['step']}, "
           f"{policy.config.inference_scheduler if hasattr(policy.config, 'inference_scheduler') else ''}"
           f"{'-' + str(policy.config.num_inference_steps) if hasattr(policy.config, 'num_inference_steps') else ''})"

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from common import CheckpointError, ConfigError, TrainingError
+from common.paths import broken_link
 from datasets import Normalizer
 from envs.rollout import evaluate
 from policy import POLICIES, make_policy
@@ -169,22 +170,31 @@ def prepare_output_dir(path: Path, key: str = "output_dir") -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
+        if link := broken_link(path):
+            raise ConfigError(f"{key}={str(path)!r}: cannot write there: {link}; expected a writable directory") from e
         raise ConfigError(f"{key}={str(path)!r}: cannot write there ({e.strerror or e}"
                           f"{': ' + str(e.filename) if e.filename and str(e.filename) != str(path) else ''}); "
                           "expected a writable directory") from e
     return path
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` holds a training run's files (train.py's config.json, history.jsonl or checkpoints/)."""
+    return any((path / name).exists() for name in ("config.json", "history.jsonl", "checkpoints"))
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint, and a write that
     fails (a full disk, a file size limit) leaves the previous checkpoint in place and stops with a TrainingError."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writer: two writers never share it
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch's writer reports a failed write as a RuntimeError
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # also on Ctrl-C mid-write: no half-written file is left behind
+        if not isinstance(e, (OSError, RuntimeError)):  # torch's writer reports a failed write as a RuntimeError
+            raise
         kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise TrainingError(f"{path}: could not write the checkpoint ({reason}; is the disk full or the file size "
@@ -197,7 +207,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if path.is_dir():
         raise CheckpointError(f"{path}: a directory; expected a checkpoint file (e.g. {path}/checkpoints/last.pt)")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(broken_link(path) or f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated zip, unpickling garbage, ...
@@ -421,6 +431,36 @@ def start_wandb(cfg, output_dir: Path, run_info: dict, run_id: str):
         name=cfg.wandb.name or output_dir.name, tags=cfg.wandb.tags, dir=str(output_dir), id=run_id,
         resume="allow", config={**cfg.to_dict(), **run_info},
     )
+
+
+def check_wandb_online(mode: str, timeout_s: float = 5.0) -> None:
+    """wandb.mode=online needs an API key and the W&B server: both are checked before any data is read, so that a
+    missing login or network stops a run at once, in one line, rather than in wandb's traceback after the setup."""
+    if mode != "online":
+        return
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host = urlparse(base).hostname or base
+    way_out = "log in with `wandb login` (or set WANDB_API_KEY), or use wandb.mode=offline (and `wandb sync` later)"
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        try:
+            auth = netrc.netrc().authenticators(host)
+            key = auth[2] if auth else None
+        except (OSError, netrc.NetrcParseError):
+            key = None
+    if not key:
+        raise ConfigError(f"wandb.mode=online: no W&B API key for {host} (WANDB_API_KEY unset, none in ~/.netrc); "
+                          f"{way_out}")
+    port = urlparse(base).port or (80 if base.startswith("http://") else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"wandb.mode=online: cannot reach the W&B server {host}:{port} ({e.strerror or e}); "
+                          f"check the network, or use wandb.mode=offline (and `wandb sync` later)") from e
 
 
 class NoRun:

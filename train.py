@@ -28,6 +28,7 @@ training set (on its GPU with training.data_on_device). A plain `python train.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,17 +44,19 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from common import CheckpointError, ConfigError, DataError, TrainingError, on_interrupt, run_cli  # noqa: E402
+from common.locks import DirLock  # noqa: E402
 from config import (Config, Resolved, check_policy_config, flatten, renamed_values, resolve,  # noqa: E402
                     resume_differences)
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
+from datasets.replay_buffer import IN_PROGRESS  # noqa: E402
 from envs.tasks import Task, get_task  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
 from policy.batch_share import batch_share  # noqa: E402
-from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, check_resumable, code_version,  # noqa: E402
-                    cpu_share, data_parallel, first_over_ranks, from_rank0, hardware, load_checkpoint, log_video,
-                    mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint, score_line,
-                    seed_everything, set_rank_rng_state, set_torch_threads, share_rng_of_rank0, start_distributed,
-                    start_wandb, threads_default, to_device)
+from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, check_resumable, check_wandb_online,  # noqa: E402
+                    code_version, cpu_share, data_parallel, first_over_ranks, from_rank0, hardware, load_checkpoint,
+                    log_video, mean_over_ranks, prepare_output_dir, rng_state, run_evaluation, save_checkpoint,
+                    score_line, seed_everything, set_rank_rng_state, set_torch_threads, share_rng_of_rank0,
+                    start_distributed, start_wandb, threads_default, to_device)
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -77,7 +80,8 @@ def default_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> Path:
     if not path.exists() and ranks.local_rank == 0:
         print(f"generating {cfg.default_demos} scripted Push-T demonstrations into {path} (once)")
         tmp = path.with_name(path.name + ".tmp")
-        generate(tmp, cfg.default_demos, first_seed=0, overwrite=True)
+        # An interrupted generation is continued; a finished one that was not renamed yet is made again.
+        generate(tmp, cfg.default_demos, first_seed=0, overwrite=ReplayBuffer.unfinished(tmp) is None)
         os.replace(tmp, path)
     barrier(ranks)
     return path
@@ -89,7 +93,24 @@ def bind_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> tuple[Path,
     with ReplayBuffer.open(path) as rb:
         task = task.for_dataset(rb.attrs, str(path))
         task.check_buffer(rb, str(path))  # keys, shapes, dtypes, at least one episode
+        if ranks.main:
+            warn_about_store(rb, path, task)
     return path, task
+
+
+def warn_about_store(rb: ReplayBuffer, path: Path, task: Task) -> None:
+    """One line each for what a buffer cannot promise: an unfinished writer, chunks without a checksum."""
+    from datasets.inspect import checksums
+
+    if (unfinished := rb.attrs.get(IN_PROGRESS)) is not None:
+        print(f"warning: {path}: an unfinished buffer ({rb.n_episodes} of {unfinished.get('episodes', '?')} "
+              f"episodes; its writer, `{unfinished.get('writer', {}).get('command', '?')}`, did not finish): training "
+              "on what it holds; the same command finishes it", file=sys.stderr)
+    unchecked = [k for k in task.dataset_keys if checksums(rb, k) == "none"]
+    if unchecked:
+        print(f"warning: {path}: no checksum on the chunks of {', '.join(unchecked)} (zarr v{rb.zarr_format} "
+              "directory): a chunk that fails to decode is named, changed bytes that still decode are not "
+              f"detected; `python -m datasets.inspect --verify {path}` reads every chunk", file=sys.stderr)
 
 
 def load_data(path: Path, cfg: Config, task: Task, policy_cfg) -> tuple[WindowDataset, WindowDataset | None, dict]:
@@ -234,6 +255,11 @@ class Run:
         return print if self.ranks.main else (lambda *args, **kwargs: None)
 
 
+def run_output_dir(cfg: Config) -> Path:
+    """output_dir, or by default outputs/<task>_<policy>_seed<seed>."""
+    return Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
+
+
 def setup(resolved: Resolved) -> Run:
     """Phase 1: device and ranks, threads, output dir, data (the dataset can change the task: robomimic's
     environment metadata and action kind), normalizer, policy, optimizer and schedule, EMA."""
@@ -245,7 +271,7 @@ def setup(resolved: Resolved) -> Run:
     # Without an explicit training.threads, follow what other jobs leave free while training (checked at logs).
     governor = ThreadGovernor(cpu_share(ranks) or threads_default()) \
         if cfg.training.threads is None and device.type == "cpu" else None
-    output_dir = Path(cfg.output_dir or REPO / "outputs" / f"{cfg.task}_{cfg.policy}_seed{cfg.seed}")
+    output_dir = run_output_dir(cfg)
     if ranks.main:
         prepare_output_dir(output_dir)  # created and writable, before any data is read
     seed_everything(cfg.seed)  # every rank the same: one random state for all ranks (policy/batch_share.py)
@@ -254,6 +280,10 @@ def setup(resolved: Resolved) -> Run:
     policy_cfg = check_policy_config(cfg, task)  # its horizons shape the data windows
     resolved.policy = policy_cfg  # bound to the dataset (robomimic: the action size of its action kind)
     train_set, val_set, data_info = load_data(data_path, cfg, task, policy_cfg)
+    if cfg.training.batch_size > len(train_set):  # else every batch would be smaller than the one recorded
+        raise ConfigError(f"training.batch_size={cfg.training.batch_size} is larger than the {len(train_set)} "
+                          f"training windows of {data_path} ({len(data_info['train_episodes'])} episodes); expected "
+                          f"at most {len(train_set)}, or more data")
     normalizer = Normalizer.fit(train_set.step_arrays(), image_keys=policy_cfg.image_keys)
     policy = get_spec(cfg.policy).policy_class(policy_cfg, normalizer).to(device)
     optimizer = policy.make_optimizer()  # policy.optimizer_lr and the policy's parameter groups
@@ -526,13 +556,20 @@ def train(run_config: Resolved | Config) -> dict:
     """Train one run and return its eval.json summary. `run_config`: what `config.resolve` returns (a Config built
     in code is taken as it is: its values are labelled "given in code")."""
     resolved = run_config if isinstance(run_config, Resolved) else resolve([], base=run_config, use_presets=False)
-    run = setup(resolved)
-    # Ctrl-C or SIGTERM from here on: run_cli's line names the last checkpoint and the command that continues
-    with on_interrupt(lambda again: (f"{run.last_path} is the last checkpoint (saved every "
-                                     f"training.checkpoint_every={run.cfg.training.checkpoint_every} steps); "
-                                     f"`{again}` continues from it") if run.last_path.exists()
-                      else "no checkpoint was saved yet"):
-        return train_run(run)
+    output_dir = run_output_dir(resolved.config)
+    # One writer per run directory (the first process of a torchrun launch holds it for all): a second train.py
+    # there is refused while this one runs, and takes over a lock whose process died.
+    main_process = int(os.environ.get("RANK") or 0) == 0
+    if main_process:
+        check_wandb_online(resolved.config.wandb.mode)  # a login or network missing: say so before any data is read
+    with DirLock(prepare_output_dir(output_dir)) if main_process else contextlib.nullcontext():
+        run = setup(resolved)
+        # Ctrl-C or SIGTERM from here on: run_cli's line names the last checkpoint and the command that continues
+        with on_interrupt(lambda again: (f"{run.last_path} is the last checkpoint (saved every "
+                                         f"training.checkpoint_every={run.cfg.training.checkpoint_every} steps); "
+                                         f"`{again}` continues from it") if run.last_path.exists()
+                          else "no checkpoint was saved yet"):
+            return train_run(run)
 
 
 def train_run(run: Run) -> dict:
@@ -542,7 +579,7 @@ def train_run(run: Run) -> dict:
         return finished
     announce(run)
 
-    cfg, ranks, every = run.cfg, run.ranks, run.cfg.training
+    ranks, every = run.ranks, run.cfg.training
     model = data_parallel(run.policy, ranks, run.device)  # the policy, or the policy in DistributedDataParallel
     watch = LossWatch(run.step, run.device)
     run.policy.train()

@@ -5,9 +5,9 @@ This package imports nothing from the project, so `envs/`, `datasets/`, `policy/
 depend on it without depending on each other.
 """
 
-from .errors import (CheckpointError, ConfigError, DataError, EnvError, StackError, Terminated, TrainingError,
-                     on_interrupt, run_cli)
+from .errors import (ArgumentParser, CheckpointError, ConfigError, DataError, EnvError, StackError, Terminated,
+                     TrainingError, on_interrupt, run_cli)
 from .observations import is_image_shape
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "EnvError", "StackError", "Terminated", "TrainingError",
-           "is_image_shape", "on_interrupt", "run_cli"]
+__all__ = ["ArgumentParser", "CheckpointError", "ConfigError", "DataError", "EnvError", "StackError", "Terminated",
+           "TrainingError", "is_image_shape", "on_interrupt", "run_cli"]

@@ -1,4 +1,6 @@
-"""The project's errors for bad input, and the command-line wrapper that turns them into one line. Every one derives from `StackError`; the command-line entry points
+"""The project's errors for bad input, and the command-line wrapper that turns them into one line.
+
+Every one derives from `StackError`; the command-line entry points
 (train.py, eval.py, compare.py, the `python -m` tools) print its message on one line and exit with status 2,
 so a message must name the file, key or value at fault and say what was expected.
 
@@ -8,6 +10,7 @@ RuntimeError), so `except ValueError` keeps working.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shlex
@@ -45,6 +48,20 @@ class EnvError(StackError, ValueError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a `kill`, a job scheduler's stop), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the `python -m` tools: a bad argument is a ConfigError (one `error:` line from run_cli, naming the
+    argument), and the usage line names the command as it is typed (`python -m demos.pusht`)."""
+
+    def __init__(self, *args, **kwargs):
+        if "prog" not in kwargs:
+            module = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+            kwargs["prog"] = f"python -m {module}" if module else None
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 @contextlib.contextmanager
@@ -102,12 +119,18 @@ def _install_sigterm():
     return signal.signal(signal.SIGTERM, terminated)
 
 
-def print_interrupted(terminated: bool, argv: list[str], saved_notes: list[Callable[[str], str | None]]) -> None:
-    """One line for an interrupted command: the signal, what it saved, and the same command, which continues."""
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command as one would type it (`python train.py ...`, `python -m demos.pusht ...`), or ""."""
+    argv = sys.argv[1:] if argv is None else argv
     main = sys.modules.get("__main__")
     module = getattr(getattr(main, "__spec__", None), "name", None)  # `python -m datasets.inspect ...`
     program = f"-m {module}" if module else os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    again = f"python {program} {shlex.join(argv)}".strip() if program else "the same command"
+    return f"python {program} {shlex.join(argv)}".strip() if program else ""
+
+
+def print_interrupted(terminated: bool, argv: list[str], saved_notes: list[Callable[[str], str | None]]) -> None:
+    """One line for an interrupted command: the signal, what it saved, and the same command, which continues."""
+    again = command_line(argv) or "the same command"
     notes = [n for n in (note(again) for note in saved_notes) if n]
     what = "; ".join(notes) if notes else "nothing was saved"
     print(f"\n{'stopped (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {what}", file=sys.stderr)

@@ -11,7 +11,6 @@ complete. Code that needs Push-T calls `resolve_pusht(path_or_none)`.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import DataError
+from common import ArgumentParser, DataError
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ def resolve_pusht(path: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(PUBLISHED))
     parser.add_argument("--cache", default=None, help="cache directory (default $DIFFUSION_STACK_CACHE or "
                                                       "~/.cache/diffusion-stack)")

@@ -20,7 +20,6 @@ something is, or when the path is not a readable replay buffer.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import zipfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DataError, run_cli
+from common import ArgumentParser, DataError, run_cli
 
 from .replay_buffer import ReplayBuffer, ReplayBufferError
 
@@ -183,7 +182,7 @@ def verify(rb: ReplayBuffer, report: list[str] | None = None) -> list[str]:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="a replay buffer: zarr directory or .zip")
     parser.add_argument("--verify", action="store_true", help="read every chunk (slow for images)")
     args = parser.parse_args(argv)

@@ -11,7 +11,10 @@ zip (packed from a `<name>.zip.partial/` directory when the buffer is closed).
 Appending writes the data arrays first and `meta/episode_ends` last, so a writer killed mid-episode
 leaves a buffer whose data arrays are longer than `episode_ends[-1]`; opening tolerates that (the extra
 steps are ignored, with a warning) and the next `add_episode` overwrites them. Data arrays *shorter*
-than `episode_ends[-1]` are an error.
+than `episode_ends[-1]` are an error. A writer that may be interrupted (the demonstration generators, the
+converter) uses `create_or_continue`: its buffer carries `attrs["in_progress"]` (what it makes, who writes it)
+until `finish_writing()`, so that the same command afterwards continues it (or restarts it) instead of refusing,
+a second writer is refused while the first runs, and training from an unfinished buffer says so.
 
 Chunking and compression, measured with `python bench/bench_loader.py --storage --episodes 40` (the first
 40 Push-T episodes, 5,077 steps; images written as uint8 unless noted; write = create + add_episode per
@@ -52,6 +55,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -64,7 +68,8 @@ import zarr.codecs
 import zarr.storage
 from zarr.storage import WrapperStore
 
-from common import DataError, is_image_shape
+from common import DataError, is_image_shape, locks
+from common.paths import broken_link
 
 DEFAULT_CHUNK_BYTES = 1 << 20  # ~1 MiB of uncompressed data per chunk, along time
 DEFAULT_CNAME = "zstd"
@@ -75,6 +80,9 @@ _ENDS_MARKERS = ("meta/episode_ends/.zarray", "meta/episode_ends/zarr.json")
 _SHUFFLE_V2 = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
                "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
 _READ_BLOCK_BYTES = 64 << 20  # to_memory decodes this much at a time, so float images never sit whole in RAM
+
+
+IN_PROGRESS = "in_progress"  # attrs key of a buffer whose writer has not finished it (create_or_continue)
 
 
 class ReplayBufferError(DataError):
@@ -104,6 +112,10 @@ def _find_group_prefix(names: Iterable[str], source: str) -> str:
     )
     if not prefixes:
         raise ReplayBufferError(f"{source}: no 'meta/episode_ends' array found; not a zarr replay buffer")
+    if len(prefixes) > 1:  # picking one would train on it without a word about the others
+        listed = ", ".join(repr(p.rstrip("/") or ".") for p in prefixes[:5]) + (", ..." if len(prefixes) > 5 else "")
+        raise ReplayBufferError(f"{source}: holds {len(prefixes)} replay buffers ({listed}); expected one: give the "
+                                f"path of the one to use (e.g. {source}/{prefixes[0].rstrip('/')})")
     return prefixes[0].rstrip("/")
 
 
@@ -281,7 +293,8 @@ class ReplayBuffer:
         if mode == "a" and in_memory:
             raise ValueError(f"{path}: in_memory=True reads a snapshot; it cannot be combined with mode='a'")
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such replay buffer (a zarr directory or .zip file)")
+            raise FileNotFoundError(broken_link(path) or f"{path}: no such replay buffer (a zarr directory or .zip "
+                                    "file)")
         if path.is_file():
             if mode == "a":
                 raise ReplayBufferError(f"{path}: zip replay buffers cannot be appended to (zip members cannot be "
@@ -351,6 +364,71 @@ class ReplayBuffer:
         rb._writable, rb._zip_target = True, zip_target
         rb._codec = (cname, clevel, shuffle, chunk_bytes)
         return rb
+
+    # ---------------------------------------------------------------- writers that can be interrupted
+
+    @staticmethod
+    def _write_target(path: Path) -> Path:
+        return Path(str(path) + ".partial") if path.suffix == ".zip" else path
+
+    @classmethod
+    def unfinished(cls, path: str | Path) -> dict | None:
+        """The `in_progress` record of a buffer whose writer has not finished it (at `path`, or in `<path>.partial`
+        for a .zip), or None (no buffer there, or a finished one)."""
+        target = cls._write_target(Path(path))
+        if not target.is_dir():
+            return None
+        try:
+            with warnings.catch_warnings():  # the tail an interrupted append left is expected here
+                warnings.simplefilter("ignore")
+                with cls.open(target) as rb:
+                    return rb.attrs.get(IN_PROGRESS)
+        except (ReplayBufferError, FileNotFoundError):
+            return None
+
+    @classmethod
+    def create_or_continue(cls, path: str | Path, plan: dict, overwrite: bool = False, continue_: bool = True,
+                           **create) -> ReplayBuffer:
+        """A buffer to write `plan` into (a dict saying what the writer makes: its command and arguments).
+
+        A new path: `create(path, **create)`, marked unfinished (attrs["in_progress"] = plan + this writer) until
+        `finish_writing()`. A path holding an unfinished buffer of the same plan whose writer is gone (interrupted,
+        killed): with `continue_`, that buffer opened to append (`rb.attrs["in_progress"]` tells where it stopped);
+        without, it is replaced. Refused naming the reason: a finished buffer (unless overwrite), an unfinished one
+        of another plan (unless overwrite), one whose writer still runs.
+        """
+        path = Path(path)
+        record = cls.unfinished(path)
+        if record is not None and not overwrite:
+            writer = record.get("writer", {})
+            if locks.alive(writer) is not False:
+                raise BufferExistsError(f"{path}: being written by {locks.describe(writer)}; wait for it to end or "
+                                        "write elsewhere")
+            theirs = {k: v for k, v in record.items() if k in plan}
+            if theirs != plan:
+                changed = ", ".join(f"{k}: {theirs.get(k)!r} there, {v!r} now" for k, v in plan.items()
+                                    if theirs.get(k) != v)
+                raise BufferExistsError(f"{path}: an unfinished buffer of another run ({changed}); run that command "
+                                        "again to finish it, or --overwrite to start this one in its place")
+            if continue_:
+                with warnings.catch_warnings():  # the tail of an interrupted append: overwritten by the next episode
+                    warnings.simplefilter("ignore")
+                    rb = cls.open(cls._write_target(path), mode="a")
+                rb._zip_target = path if path.suffix == ".zip" else None
+                rb.update_attrs(**{IN_PROGRESS: {**record, "writer": locks.this_writer()}})
+                return rb
+            print(f"note: {path}: replacing the unfinished buffer that an interrupted run left (by "
+                  f"{locks.describe(writer)})", file=sys.stderr)
+            overwrite = True  # restarted cleanly
+        rb = cls.create(path, overwrite=overwrite, **create)
+        rb.update_attrs(**{IN_PROGRESS: {**plan, "writer": locks.this_writer()}})
+        return rb
+
+    def finish_writing(self) -> None:
+        """Mark a buffer from `create_or_continue` finished (its `in_progress` record removed)."""
+        if IN_PROGRESS in self.root.attrs:
+            del self.root.attrs[IN_PROGRESS]
+        self.attrs.pop(IN_PROGRESS, None)
 
     @classmethod
     def from_arrays(cls, data: Mapping[str, np.ndarray], episode_ends, source: str = "<arrays>",
@@ -556,7 +634,11 @@ class ReplayBuffer:
     def __enter__(self) -> ReplayBuffer:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self._zip_target is not None:
+            # The writer failed or was interrupted: its complete episodes stay in the .partial directory, readable
+            # and continuable; packing them would make an incomplete .zip that looks finished.
+            self._zip_target = None
         self.close()
 
 

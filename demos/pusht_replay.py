@@ -11,7 +11,6 @@ episodes end with the recorded coverage within 0.02.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from common import DataError, run_cli
+from common import ArgumentParser, DataError, run_cli
 from datasets import ReplayBuffer
 from envs.pusht import PushTEnv
 
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="Push-T replay buffer (.zip or .zarr directory)")
     parser.add_argument("--episodes", type=int, default=None, help="replay only the first N episodes")
     parser.add_argument("--no-images", action="store_true", help="skip rendering and image comparison")

@@ -23,6 +23,7 @@ from datasets import ReplayBuffer  # noqa: E402
 from envs.pusht import PushTEnv  # noqa: E402
 
 from .pusht import EpisodeRecorder  # noqa: E402
+from common import ArgumentParser
 
 TAKE_CONTROL_RADIUS = 30.0  # the mouse must come this close to the agent to start pushing
 
@@ -115,9 +116,8 @@ def run_teleop(output: str | Path, first_seed: int | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Record Push-T demonstrations with the mouse (pygame window).")
+    
+    parser = ArgumentParser(description="Record Push-T demonstrations with the mouse (pygame window).")
     parser.add_argument("--output", required=True, help="replay buffer to create or append to (.zarr directory)")
     parser.add_argument("--first-seed", type=int, default=None, help="default: continue after the buffer's episodes")
     args = parser.parse_args(argv)

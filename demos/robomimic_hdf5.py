@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import DataError, run_cli
+from common import ArgumentParser, DataError, run_cli
+from common.paths import broken_link
 from datasets import ReplayBuffer
 
 
@@ -54,7 +55,7 @@ def _h5py():
 def _open(path: str | Path):
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (a robomimic .hdf5 dataset)")
+        raise FileNotFoundError(broken_link(path) or f"{path}: no such file (a robomimic .hdf5 dataset)")
     h5py = _h5py()
     try:
         f = h5py.File(path, "r")
@@ -225,7 +226,10 @@ def convert(src: str | Path, out: str | Path, obs_keys: Sequence[str] | None = N
         converter = AbsoluteActionConverter(env_meta) if abs_action else None
         steps = 0
         try:
-            with ReplayBuffer.create(out, overwrite=overwrite) as rb:
+            # An interrupted conversion leaves its buffer marked unfinished: the same command restarts it cleanly.
+            plan = {"command": "demos.robomimic_hdf5 convert", "src": str(src.resolve()), "obs_keys": keys,
+                    "abs_action": abs_action, "filter_key": filter_key}
+            with ReplayBuffer.create_or_continue(out, plan, overwrite=overwrite, continue_=False) as rb:
                 for name in tqdm(names, desc="convert", unit="demo", disable=not progress):
                     demo = f["data"][name]
                     where = f"{source}: data/{name}"
@@ -246,6 +250,7 @@ def convert(src: str | Path, out: str | Path, obs_keys: Sequence[str] | None = N
                     steps += len(actions)
                 rb.update_attrs(env_meta=env_meta, abs_action=abs_action, source=src.name,
                                 filter_key=filter_key)
+                rb.finish_writing()
         finally:
             if converter is not None:
                 converter.close()
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="robomimic hdf5 -> zarr replay buffer")
     c.add_argument("src")

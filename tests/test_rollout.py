@@ -128,9 +128,23 @@ def test_success_rate_interval_at_the_edges():
     assert all(np.isnan(wilson_interval(0, 0)))
 
 
-def test_mean_max_reward_interval_is_the_normal_approximation():
-    rewards = [0.2, 0.9, 0.4, 1.0, 0.7]
-    lo, hi = summarize(episodes(2, 5, rewards))["mean_max_reward_ci95"]
+def test_mean_max_reward_interval_stays_inside_the_score_range():
+    # Most episodes at 1.0, a few low: the normal approximation mean +- 1.96 s / sqrt(n) reaches past 1 here.
+    rewards = [1.0] * 17 + [0.05, 0.1, 0.3]
     half = 1.96 * np.std(rewards, ddof=1) / np.sqrt(len(rewards))
-    assert (lo, hi) == pytest.approx((np.mean(rewards) - half, np.mean(rewards) + half))
+    assert np.mean(rewards) + half > 1.0  # what the old interval promised
+    lo, hi = summarize(episodes(17, 20, rewards))["mean_max_reward_ci95"]
+    assert 0.0 <= lo < np.mean(rewards) < hi <= 1.0
+    assert hi == 1.0 or hi < 1.0  # bounded by the largest score
+    # weak policy: scores near 0 give no negative lower bound
+    low = [0.0] * 18 + [0.6, 0.9]
+    assert np.mean(low) - 1.96 * np.std(low, ddof=1) / np.sqrt(20) < 0
+    lo, hi = summarize(episodes(0, 20, low))["mean_max_reward_ci95"]
+    assert lo >= 0.0 and hi > np.mean(low)
+    # in the middle it agrees with the normal approximation to within a few hundredths, and is reproducible
+    mid = list(np.linspace(0.2, 0.9, 50))
+    lo, hi = summarize(episodes(25, 50, mid))["mean_max_reward_ci95"]
+    half = 1.96 * np.std(mid, ddof=1) / np.sqrt(50)
+    assert (lo, hi) == pytest.approx((np.mean(mid) - half, np.mean(mid) + half), abs=0.01)
+    assert summarize(episodes(25, 50, mid))["mean_max_reward_ci95"] == [lo, hi]
     assert all(np.isnan(summarize(episodes(1, 1))["mean_max_reward_ci95"]))  # one episode: no spread to go on

@@ -3,7 +3,6 @@
     python -m envs.pusht [--seed 100000] [--episodes 1] [--video outputs/pusht_demo.mp4] [--size 256]
 """
 
-import argparse
 
 import numpy as np
 from tqdm import tqdm
@@ -12,10 +11,11 @@ from envs.video import save_video
 
 from .demonstrator import PushTDemonstrator
 from .env import PushTEnv
+from common import ArgumentParser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=100000, help="first seed (100000..100049: evaluation set)")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--video", default="outputs/pusht_demo.mp4")
