@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ArgumentParser, StackError, TrainingError, run_cli
+from common import ArgumentParser, StackError, TrainingError, on_interrupt, run_cli
 
 SCORE, SUCCESS = "eval/mean_max_reward", "eval/success_rate"
 LAST_N = 10  # the paper's "mean of the last 10 checkpoints"
@@ -476,6 +476,9 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
         seeds = [int(s) for s in special.get("seeds", "0").split(",") if s]
     except ValueError:
         raise CompareError(f"seeds= must be integers separated by commas, got {special['seeds']!r}") from None
+    if not seeds:
+        raise CompareError("seeds= is empty (an unset shell variable?): expected training seeds separated by commas, "
+                           "e.g. seeds=0,1,2 (or no seeds= for seed 0)")
     given = dict(a.split("=", 1) for a in common)
     task, dataset_path = given.get("task", Config().task), given.get("dataset_path") or None
     recipe, note = comparison_recipe(special.get("recipe"), task, policies, dataset_path)
@@ -528,6 +531,8 @@ def train_in_parallel(todo: list[tuple[object, list[str]]], parallel: int) -> li
 
     import torch
 
+    from common.processes import die_with_parent
+
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // parallel)
     waiting, running, failed = list(enumerate(todo)), {}, []  # running: slot -> (process, config, log path, start)
@@ -547,8 +552,10 @@ def train_in_parallel(todo: list[tuple[object, list[str]]], parallel: int) -> li
                 with open(log_path, "a") as log:
                     log.write(f"# compare.py: python train.py {' '.join([*overrides, *extra])}\n")
                     log.flush()
+                    # die_with_parent: a compare.py killed outright (SIGKILL, the OOM killer) leaves no run behind
                     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *overrides, *extra],
-                                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               preexec_fn=die_with_parent)
                 running[slot] = (process, cfg, log_path, time.monotonic())
                 print(f"[{i + 1}/{len(todo)}] training {cfg.policy} seed {cfg.seed} -> {cfg.output_dir} ({where}; "
                       f"log: {log_path})")
@@ -607,7 +614,9 @@ def command_run(argv: list[str]) -> int:
     failed = []
     if parallel > 1 and len(todo) > 1:
         print(f"training {len(todo)} runs, {min(parallel, len(todo))} at a time")
-        failed = train_in_parallel([(r.config, o) for r, o in todo], parallel)
+        with on_interrupt(lambda again: f"the runs under {out_dir} were stopped and keep their last checkpoints "
+                                        f"(each run's train.log says where it stopped); `{again}` continues them"):
+            failed = train_in_parallel([(r.config, o) for r, o in todo], parallel)
     else:  # one after the other, in this process
         for i, (resolved, _) in enumerate(todo):
             cfg = resolved.config

@@ -3,8 +3,16 @@
     .venv/bin/python bench/fault_catalogue.py [--only TEXT ...] [--quick] [--full] [--json table.json]
 
 Outcomes: "named" (exit 2 and one `error:` line), "ok" (exit 0, which is what the case expects, and the files it
-leaves are right), "silent" (exit 0 where an error was expected, or files left wrong: e.g. a checkpoint that a
-failed write replaced), "traceback" (any other exit, or a Python traceback). The goal is 0 silent and 0 traceback.
+leaves are right; for an interrupted command: exit 130 / 143 / 129 with one line saying what was saved), "silent"
+(exit 0 where an error was expected, files left wrong, or a message that does not name the real cause), "loss"
+(files that were saved are gone or changed: a run's eval.json overwritten, a checkpoint half-written), "orphan"
+(a child process outlived the command), "hang" (no end within the case's time), "traceback" (any other exit, or a
+Python traceback). The goal is 0 silent, 0 loss, 0 orphan, 0 hang and 0 traceback.
+
+Interruption cases start the command in its own session, wait for a sign of progress (a file, a line), send the
+signal (Ctrl-C as a terminal does: SIGINT to the process group; SIGTERM, SIGHUP, SIGKILL to the process) and then,
+where a user would, run the same command again, which must continue and finish. Collision cases start a first
+command, wait until it holds its place, and run the case while it is still running.
 Cases use tiny networks, a few steps and 3 scripted Push-T demonstrations made once in a temp dir; every other
 dataset is derived from them (low-dim keys only, unless the case is about images). `--quick` runs one case per
 family (the smoke test in tests/test_bench.py); `--only` the cases whose name contains one of the texts.
@@ -21,9 +29,12 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +53,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SDL_VIDEOD
        "WANDB_MODE": "disabled", "MUJOCO_GL": "egl", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+OUTCOMES = ("named", "ok", "silent", "loss", "orphan", "hang", "traceback")
+
+
 @dataclass
 class Case:
     name: str
@@ -50,6 +64,14 @@ class Case:
     check: Callable[[], str | None] | None = None  # after the run: what is wrong with the files it left, or None
     fsize: int | None = None  # RLIMIT_FSIZE (bytes) of the run: a file write past it fails (EFBIG), as on a full disk
     quick: bool = False  # in the --quick subset
+    signal: int | None = None  # sent once `ready()` is true (SIGINT to the process group, others to the process)
+    ready: Callable[[], bool] | None = None  # the moment to signal, or (with `first`) to start the case
+    then: list[str] | None = None  # after the signal: the same command again, which must end with exit 0
+    first: list[str] | None = None  # a command running while the case runs (collisions); it must end with exit 0
+    says: tuple[str, ...] = ()  # what the error line must name (its real cause)
+    env: dict | None = None  # environment changes for the case
+    shell: bool = False  # argv[0] is a shell command line (pipes)
+    timeout: float = 600
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -144,17 +166,62 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def unchanged(files: dict[Path, str], absent: list[Path] = ()) -> Callable[[], str | None]:
-    """A check: the files still have these hashes and the `absent` paths do not exist."""
+def unchanged(files: dict[Path, str], absent: list[Path] = (), no_tmp_in: list[Path] = ()) -> Callable[[], str | None]:
+    """A check: the files still have these hashes (else "loss: ..."), the `absent` paths do not exist and no
+    temporary file (`.*.tmp`) is left in the `no_tmp_in` folders."""
     def check():
         for f, digest in files.items():
             if not f.is_file():
-                return f"{f} is gone"
+                return f"loss: {f} is gone"
             if sha(f) != digest:
-                return f"{f} was changed"
-        left = [str(p) for p in absent if p.exists()]
+                return f"loss: {f} was changed"
+        left = [str(p) for p in absent if p.exists()] + [str(t) for d in no_tmp_in for t in d.glob(".*.tmp")]
         return f"left behind: {left}" if left else None
     return check
+
+
+def all_of(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    def check():
+        return next((problem for c in checks if (problem := c())), None)
+    return check
+
+
+def exists(*paths: Path) -> Callable[[], str | None]:
+    def check():
+        missing = [str(p) for p in paths if not p.exists()]
+        return f"not written: {missing}" if missing else None
+    return check
+
+
+def episodes_like(path: Path, reference: Path) -> Callable[[], str | None]:
+    """A check: the buffer at `path` equals `reference` (an uninterrupted run of the same command), and is finished."""
+    def check():
+        import numpy as np
+
+        from datasets import ReplayBuffer
+
+        if not path.exists():
+            return f"loss: {path} is gone"
+        with ReplayBuffer.open(path) as a, ReplayBuffer.open(reference) as b:
+            if "in_progress" in a.attrs:
+                return f"{path}: still marked unfinished"
+            if a.n_episodes != b.n_episodes or not np.array_equal(a.episode_ends, b.episode_ends) or any(
+                    not np.array_equal(a.read(k), b.read(k)) for k in b.keys):
+                return f"{path}: {a.n_episodes} episodes, not those of an uninterrupted run ({b.n_episodes})"
+        return None
+    return check
+
+
+def json_field(path: Path, test: Callable[[dict], bool], what: str) -> Callable[[], str | None]:
+    def check():
+        if not path.is_file():
+            return f"not written: {path}"
+        return None if test(json.loads(path.read_text())) else f"{path}: {what}"
+    return check
+
+
+def file_exists(path: Path) -> Callable[[], bool]:
+    return lambda: path.exists()
 
 
 def same_eval(a: Path, b: Path, first: Callable[[], object]) -> Callable[[], str | None]:
@@ -403,8 +470,7 @@ def cases(root: Path, demos: Path, good: Path) -> list[Case]:
         Case("checkpoint: resume an older run without optimizer",
              [*base, "training.steps=3", f"output_dir={old_resume}"]),
         Case("checkpoint: disk full while writing last.pt", [*base, "training.steps=4", f"output_dir={full_disk}"],
-             check=unchanged(keep, [full_disk / "checkpoints" / ".last.pt.tmp", full_disk / "checkpoints" /
-                                    ".best.pt.tmp"]), fsize=full_last.stat().st_size // 2),
+             check=unchanged(keep, no_tmp_in=[full_disk / "checkpoints"]), fsize=full_last.stat().st_size // 2),
         # ---- robomimic files
         Case("robomimic: file is not HDF5", ["-m", "demos.robomimic_hdf5", "info", str(text_file)]),
         Case("robomimic: hdf5 without env_args",
@@ -444,20 +510,379 @@ def cases(root: Path, demos: Path, good: Path) -> list[Case]:
     ]
 
 
+def writer_cases(root: Path, demos: Path, good: Path) -> list[Case]:
+    """The families of interruptions, resumed runs, collisions, degenerate values, the world outside and messages."""
+    from datasets import ReplayBuffer
+    from demos.pusht import generate
+
+    runs = root / "runs"
+    ckpt = good / "checkpoints" / "last.pt"
+    tiny = [a for a in TINY if not a.startswith("training.steps")]
+
+    def train(name: str, *extra: str, steps: int = 2, data: Path = demos) -> list[str]:
+        return ["train.py", f"dataset_path={data}", *tiny, f"training.steps={steps}", f"output_dir={runs / name}",
+                *extra]
+
+    def eval_(*extra: str) -> list[str]:
+        return ["eval.py", f"checkpoint={ckpt}", "n_episodes=1", "eval.max_steps=4", "eval.n_videos=0",
+                "wandb.mode=disabled", "training.threads=1", *extra]
+
+    def checkpoint_of(name: str) -> Callable[[], bool]:
+        return file_exists(runs / name / "checkpoints" / "last.pt")
+
+    def finished(name: str, steps: int) -> Callable[[], str | None]:
+        run = runs / name
+        return all_of(json_field(run / "eval.json", lambda r: r.get("step") == steps, f"not finished at {steps}"),
+                      unchanged({}, no_tmp_in=[run, run / "checkpoints"]),
+                      lambda: f"lock left: {run / '.lock'}" if (run / ".lock").exists() else None)
+
+    long_train = ["training.checkpoint_every=25"]
+    ref = generate(root / "ref12.zarr", 12, first_seed=40, workers=2)["output"]
+    ref = Path(ref)
+
+    def demos_cmd(out: Path, n: int = 12) -> list[str]:
+        return ["-m", "demos.pusht", "--episodes", str(n), "--first-seed", "40", "--output", str(out), "--workers", "2"]
+
+    def has_episodes(path: Path, n: int = 1) -> Callable[[], bool]:
+        def ready():
+            try:
+                with warnings.catch_warnings():  # the tail of an episode being written
+                    warnings.simplefilter("ignore")
+                    with ReplayBuffer.open(ReplayBuffer._write_target(path)) as rb:
+                        return rb.n_episodes >= n
+            except Exception:
+                return False
+        return ready
+
+    # a stale lock (a process that is gone) and a lock from another machine, in copies of the finished run
+    stale = runs / "stale_lock"
+    shutil.copytree(good, stale)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (stale / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename,
+                                             "command": "python train.py (killed)", "since": "earlier"}))
+    (stale / "checkpoints" / f".last.pt.{int(dead.stdout)}.tmp").write_bytes(b"half a checkpoint")
+    foreign = runs / "foreign_lock"
+    shutil.copytree(good, foreign)
+    (foreign / ".lock").write_text(json.dumps({"pid": 1, "host": "gpu-node-7", "command": "python train.py",
+                                               "since": "earlier"}))
+    # a run dir whose eval.json eval.py must not overwrite
+    target = runs / "eval_into_run"
+    shutil.copytree(good, target)
+    keep_eval = {target / "eval.json": sha(target / "eval.json")}
+    # a folder with two datasets, one with ~ and $VARS, links that loop or point nowhere
+    two = root / "two_datasets"
+    two.mkdir()
+    shutil.copytree(demos, two / "a.zarr")
+    shutil.copytree(demos, two / "b.zarr")
+    (root / "loop").symlink_to(root / "loop")
+    (root / "dangling").symlink_to(root / "nowhere")
+    home = root / "home"
+    (home / "data").mkdir(parents=True)
+    shutil.copytree(demos, home / "data" / "demos.zarr")
+    v2 = write(root / "v2_warn.zarr", [ReplayBuffer.open(demos).get_episode(i, list(LOWDIM_KEYS)) for i in range(3)],
+               zarr_format=2)
+    compare_args = [f"dataset_path={demos}", "training.steps=100000", "training.checkpoint_every=25",
+                    *[f"diffusion_unet.{a}" for a in TINY[:4]], "lstm_gmm.policy.rnn_hidden_dim=16",
+                    "training.batch_size=8", "training.eval_every=0", "training.val_every=0", "eval.n_episodes=1",
+                    "wandb.mode=disabled"]
+    # an unfinished buffer of 12 episodes (its writer gone): asked for 13, the generator must not continue it
+    other_plan = root / "other_plan.zarr"
+    with ReplayBuffer.create_or_continue(other_plan, {"command": "demos.pusht", "episodes": 12, "first_seed": 40,
+                                                      "keep_failures": False}) as rb:
+        rb.add_episode(ReplayBuffer.open(ref).get_episode(0))
+        rb.update_attrs(in_progress={**rb.attrs["in_progress"], "seeds": [40],
+                                     "writer": {"pid": int(dead.stdout), "host": os.uname().nodename}})
+    no_key = {"WANDB_API_KEY": "", "HOME": str(home), "NETRC": str(home / ".netrc")}
+    # a run on data that is then replaced at the same path by other demonstrations (same number of episodes)
+    replaced = root / "replaced.zarr"
+    shutil.copytree(demos, replaced)
+    subprocess.run([sys.executable, *train("replaced", data=replaced)], cwd=REPO, env=ENV, capture_output=True,
+                   check=True)
+    shutil.rmtree(replaced)
+    generate(replaced, 3, first_seed=60, workers=1)
+    sig = signal
+
+    return [
+        # ---- interruptions: every command, every signal; the same command afterwards continues
+        Case("interrupt: Ctrl-C in train.py, then the same command", train("int_a", *long_train, steps=1500),
+             signal=sig.SIGINT, ready=checkpoint_of("int_a"), then=train("int_a", *long_train, steps=1500),
+             check=finished("int_a", 1500), quick=True),
+        Case("interrupt: SIGTERM in train.py, then the same command", train("int_b", *long_train, steps=1500),
+             signal=sig.SIGTERM, ready=checkpoint_of("int_b"), then=train("int_b", *long_train, steps=1500),
+             check=finished("int_b", 1500)),
+        Case("interrupt: SIGHUP (terminal closed) in train.py", train("int_c", *long_train, steps=1500),
+             signal=sig.SIGHUP, ready=checkpoint_of("int_c"), then=train("int_c", *long_train, steps=1500),
+             check=finished("int_c", 1500)),
+        Case("interrupt: SIGKILL in train.py, then the same command", train("int_d", *long_train, steps=1500),
+             signal=sig.SIGKILL, ready=checkpoint_of("int_d"), then=train("int_d", *long_train, steps=1500),
+             check=finished("int_d", 1500)),
+        Case("interrupt: Ctrl-C before the first checkpoint", train("int_e", "training.checkpoint_every=100000",
+                                                                    steps=100000),
+             signal=sig.SIGINT, ready=file_exists(runs / "int_e" / "config.json")),
+        Case("interrupt: Ctrl-C in eval.py", eval_(f"output_dir={root / 'ev_int'}", "n_episodes=50",
+                                                  "eval.max_steps=300", "n_envs=1"),
+             signal=sig.SIGINT, ready=lambda: time.sleep(6) or True,
+             check=lambda: f"{root / 'ev_int' / 'eval.json'} written" if (root / "ev_int" / "eval.json").exists()
+             else None),
+        Case("interrupt: Ctrl-C in demos.pusht, then the same command", demos_cmd(root / "int_demos.zarr"),
+             signal=sig.SIGINT, ready=has_episodes(root / "int_demos.zarr", 2), then=demos_cmd(root / "int_demos.zarr"),
+             check=episodes_like(root / "int_demos.zarr", ref)),
+        Case("interrupt: SIGTERM in demos.pusht (.zip), then again", demos_cmd(root / "int_demos.zip"),
+             signal=sig.SIGTERM, ready=has_episodes(root / "int_demos.zip", 2), then=demos_cmd(root / "int_demos.zip"),
+             check=episodes_like(root / "int_demos.zip", ref)),
+        Case("interrupt: SIGKILL in demos.pusht, workers die, then again", demos_cmd(root / "kill_demos.zarr"),
+             signal=sig.SIGKILL, ready=has_episodes(root / "kill_demos.zarr", 2),
+             then=demos_cmd(root / "kill_demos.zarr"), check=episodes_like(root / "kill_demos.zarr", ref)),
+        Case("interrupt: SIGHUP in demos.pusht, then again", demos_cmd(root / "hup_demos.zarr"),
+             signal=sig.SIGHUP, ready=has_episodes(root / "hup_demos.zarr", 2), then=demos_cmd(root / "hup_demos.zarr"),
+             check=episodes_like(root / "hup_demos.zarr", ref)),
+        Case("interrupt: Ctrl-C in demos.robomimic (robosuite)",
+             ["-m", "demos.robomimic", "lift", "--episodes", "50", "--out", str(root / "int_lift.hdf5")],
+             signal=sig.SIGINT, ready=lambda: time.sleep(20) or True,
+             check=lambda: f"{root / 'int_lift.hdf5'} written" if (root / "int_lift.hdf5").exists() or list(
+                 root.glob(".int_lift.hdf5.*")) else None),
+        Case("interrupt: SIGTERM in compare.py run (its train.py stop)",
+             ["compare.py", "run", "policies=diffusion_unet,lstm_gmm", "parallel=2", f"output_dir={root / 'cmp_int'}",
+              *compare_args],
+             signal=sig.SIGTERM,
+             ready=lambda: all((root / "cmp_int" / f"{p}_seed0" / "checkpoints" / "last.pt").exists()
+                               for p in ("diffusion_unet", "lstm_gmm"))),
+        Case("interrupt: SIGKILL in compare.py run (its train.py die too)",
+             ["compare.py", "run", "policies=diffusion_unet,lstm_gmm", "parallel=2", f"output_dir={root / 'cmp_kill'}",
+              *compare_args],
+             signal=sig.SIGKILL,
+             ready=lambda: all((root / "cmp_kill" / f"{p}_seed0" / "checkpoints" / "last.pt").exists()
+                               for p in ("diffusion_unet", "lstm_gmm"))),
+        # ---- a resumed run must be the run it resumes
+        Case("resume: another dataset", [*train("x", data=root / "two_datasets" / "a.zarr")[:-1],
+                                         f"output_dir={good}"], says=("dataset",)),
+        Case("resume: another seed", [*train("x")[:-1], "seed=7", f"output_dir={good}"], says=("seed",), quick=True),
+        Case("resume: another learning rate", [*train("x")[:-1], "policy.optimizer_lr=0.01", f"output_dir={good}"],
+             says=("optimizer_lr",)),
+        Case("resume: another horizon", [*train("x")[:-1], "policy.horizon=8", f"output_dir={good}"],
+             says=("horizon",)),
+        Case("resume: another recipe", [*train("x")[:-1], "recipe=quickstart", f"output_dir={good}"],
+             says=("optimizer_lr",)),
+        Case("resume: the same path holding other data", train("replaced", data=replaced), says=("dataset.",)),
+        Case("resume: more steps continue (allowed)", train("more", steps=2), error=False,
+             then=train("more", steps=4), check=finished("more", 4)),
+        # ---- two writers, one place
+        Case("collision: two train.py on one output_dir", train("busy", *long_train, steps=600),
+             first=train("busy", *long_train, steps=600), ready=file_exists(runs / "busy" / ".lock"),
+             says=("in use by pid",), quick=True),
+        Case("collision: a stale lock (its process is gone)", [*train("x")[:-1], "training.steps=3",
+                                                                f"output_dir={stale}"], error=False,
+             check=all_of(json_field(stale / "eval.json", lambda r: r.get("step") == 3, "not resumed to step 3"),
+                          unchanged({}, no_tmp_in=[stale / "checkpoints"]))),
+        Case("collision: a lock held on another machine", [*train("x")[:-1], f"output_dir={foreign}"],
+             says=("gpu-node-7", ".lock")),
+        Case("collision: eval.py output_dir=<a run dir>", eval_(f"output_dir={target}"), error=False,
+             check=all_of(unchanged(keep_eval), exists(target / "eval" / "eval.json"))),
+        Case("collision: two eval.py into one output_dir", eval_(f"output_dir={root / 'ev_busy'}"),
+             first=eval_(f"output_dir={root / 'ev_busy'}", "n_episodes=20", "eval.max_steps=300", "n_envs=1"),
+             ready=file_exists(root / "ev_busy" / ".lock"), says=("in use by pid",)),
+        Case("collision: two demos.pusht into one output", demos_cmd(root / "busy_demos.zarr"),
+             first=demos_cmd(root / "busy_demos.zarr"), ready=has_episodes(root / "busy_demos.zarr", 1),
+             says=("being written by",)),
+        Case("collision: demos.pusht onto a finished buffer", demos_cmd(ref), says=("already exists",)),
+        Case("collision: an unfinished buffer of other settings", demos_cmd(other_plan, 13), says=("another run",)),
+        # ---- degenerate values
+        Case("degenerate: demos.pusht --episodes 0", ["-m", "demos.pusht", "--episodes", "0", "--output",
+                                                      str(root / "zero.zarr")], quick=True),
+        Case("degenerate: demos.pusht --episodes -3", ["-m", "demos.pusht", "--episodes", "-3", "--output",
+                                                       str(root / "neg.zarr")]),
+        Case("degenerate: demos.pusht --workers 0", ["-m", "demos.pusht", "--episodes", "2", "--workers", "0",
+                                                     "--output", str(root / "w0.zarr")]),
+        Case("degenerate: demos.pusht --episodes abc", ["-m", "demos.pusht", "--episodes", "abc", "--output",
+                                                        str(root / "abc.zarr")], says=("--episodes",)),
+        Case("degenerate: demos.robomimic --episodes 0", ["-m", "demos.robomimic", "lift", "--episodes", "0", "--out",
+                                                          str(root / "zero.hdf5")]),
+        Case("degenerate: batch larger than the data", train("big_batch", "training.batch_size=100000"),
+             says=("training.batch_size=100000", "training windows")),
+        Case("degenerate: a folder holding two datasets", train("two", data=two), says=("2 replay buffers",)),
+        Case("degenerate: ~ in dataset_path", ["train.py", "dataset_path=~/data/demos.zarr", *tiny,
+                                               "training.steps=2", f"output_dir={runs / 'tilde'}"],
+             env={"HOME": str(home)}, error=False, check=exists(runs / "tilde" / "eval.json")),
+        Case("degenerate: $VAR in output_dir", ["train.py", f"dataset_path={demos}", *tiny, "training.steps=2",
+                                                "output_dir=$RUNS/var"],
+             env={"RUNS": str(runs)}, error=False, check=exists(runs / "var" / "eval.json")),
+        Case("degenerate: output_dir=$UNSET (empty)", ["train.py", f"dataset_path={demos}", *tiny, "output_dir="],
+             says=("output_dir",)),
+        Case("degenerate: eval.py n_envs=0", eval_("n_envs=0")),
+        Case("degenerate: python -m envs.pusht --episodes 0", ["-m", "envs.pusht", "--episodes", "0", "--video",
+                                                               str(root / "v.mp4")]),
+        Case("degenerate: datasets.download --source of a missing file",
+             ["-m", "datasets.download", "pusht", "--source", str(root / "nope.zip"), "--cache", str(root / "c")]),
+        Case("degenerate: datasets.download of an unknown name", ["-m", "datasets.download", "pusht3"],
+             says=("pusht3",)),
+        Case("degenerate: compare.py seeds= (none)", ["compare.py", "run", "policies=ibc", "seeds=",
+                                                      f"output_dir={root / 'cmp_none'}"]),
+        Case("degenerate: compare.py parallel=0", ["compare.py", "run", "policies=ibc", "parallel=0",
+                                                   f"output_dir={root / 'cmp_p0'}"]),
+        # ---- the world outside
+        Case("outside: wandb.mode=online without a login", [*train("wb"), "wandb.mode=online",
+                                                            f"dataset_path={root / 'nope.zarr'}"],
+             env=no_key, says=("wandb", "wandb.mode=offline"), quick=True),
+        Case("outside: eval.py wandb.mode=online without a login", eval_("wandb.mode=online"), env=no_key,
+             says=("wandb.mode=offline",)),
+        Case("outside: inspect | head (a closed pipe)",
+             [f"{sys.executable} -m datasets.inspect {demos} | head -1"], shell=True, error=False),
+        Case("outside: a video cut short by a full disk", [*eval_(f"output_dir={root / 'ev_video'}"), "eval.n_videos=1",
+                                                           "eval.max_steps=60"],
+             fsize=40_000, error=False,
+             check=json_field(root / "ev_video" / "eval.json",
+                              lambda r: not r["videos"] and r.get("video_errors"), "a cut video is listed")),
+        Case("outside: disk full while writing demonstrations", demos_cmd(root / "full_demos.zarr"), fsize=20_000),
+        Case("outside: a zarr v2 store warns at training start", train("v2warn", data=v2), error=False,
+             says=("no checksum",)),
+        Case("outside: --help on demos.pusht", ["-m", "demos.pusht", "--help"], error=False),
+        Case("outside: --help on datasets.inspect", ["-m", "datasets.inspect", "--help"], error=False),
+        Case("outside: --help on compare.py report", ["compare.py", "report", "--help"], error=False),
+        # ---- messages that name the real cause
+        Case("message: output_dir is a symlink loop", [*train("x")[:-1], f"output_dir={root / 'loop'}"],
+             says=("symbolic link loop",), quick=True),
+        Case("message: dataset_path is a symlink loop", train("sl", data=root / "loop"), says=("symbolic link loop",)),
+        Case("message: dataset_path is a dangling link", train("dl", data=root / "dangling"),
+             says=("symbolic link", "does not exist")),
+        Case("message: compare.py report on a folder without runs", ["compare.py", "report", str(home), "--out",
+                                                                     str(root / "rep")],
+             says=(str(home), "a finished run is")),
+        Case("message: eval.py on a symlink loop", ["eval.py", f"checkpoint={root / 'loop'}"],
+             says=("symbolic link loop",)),
+    ]
+
+
 def classify(proc: subprocess.CompletedProcess, case: Case) -> tuple[str, str]:
     """(outcome, message): the error line without its `error: `, or the last line printed."""
     err = proc.stderr.strip().splitlines()
     last = (proc.stdout.strip().splitlines()[-1:] or [""])[0]
-    if "Traceback (most recent call last)" in proc.stderr or proc.returncode not in (0, 2):
+
+    def checked(outcome: str, message: str) -> tuple[str, str]:
+        problem = case.check() if case.check else None
+        if problem:
+            return ("loss", problem[6:]) if problem.startswith("loss: ") else ("silent", problem)
+        return outcome, message
+
+    if "Traceback (most recent call last)" in proc.stderr:
+        return "traceback", err[-1] if err else f"exit {proc.returncode}"
+    if case.signal is not None:
+        said = [line for line in err if line.startswith(("interrupted (Ctrl-C)", "stopped (SIG"))]
+        expected = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129, signal.SIGKILL: -9}[case.signal]
+        if proc.returncode != expected or (case.signal != signal.SIGKILL and len(said) != 1):
+            return "traceback", f"exit {proc.returncode}, {len(said)} interruption lines: {err[-1:]}"
+        return checked("ok", said[0] if said else "killed")
+    if proc.returncode not in (0, 2):
         return "traceback", err[-1] if err else f"exit {proc.returncode}"
     error_lines = [line for line in err if line.startswith("error: ")]
     if proc.returncode == 2 and len(error_lines) == 1:
-        problem = case.check() if case.check else None
-        return ("silent", problem) if problem else ("named", error_lines[0][7:])
+        missing = [w for w in case.says if w not in error_lines[0]]
+        if missing:
+            return "silent", f"the message does not name {missing}: {error_lines[0][7:]}"
+        return checked("named", error_lines[0][7:])
     if proc.returncode == 0:
-        problem = case.check() if case.check else None
-        return ("silent", problem or last) if case.error or problem else ("ok", last)
+        if not case.error and (missing := [w for w in case.says if w not in proc.stderr]):
+            return "silent", f"stderr does not say {missing}"
+        outcome, message = checked("ok", last)
+        return ("silent", last) if case.error and outcome == "ok" else (outcome, message)
     return "traceback", f"exit {proc.returncode} with {len(error_lines)} error lines: {err[-1:]}"
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (children, their children, ...), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a dead child that no one has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(ready: Callable[[], bool], process: subprocess.Popen, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ready():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+def run_case(case: Case) -> tuple[str, str]:
+    """Run one case (module docstring) and classify it."""
+    env = {**ENV, **(case.env or {})}
+
+    def limit(fsize=case.fsize):
+        if fsize:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as from a terminal (a background job would ignore it)
+
+    def start(argv):
+        cmd = argv[0] if case.shell else [sys.executable, *argv]
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=limit, start_new_session=True, shell=case.shell)
+
+    first = None
+    try:
+        if case.first is not None:
+            first = start(case.first)
+            if not wait_for(case.ready, first, 300):
+                out, err = first.communicate(timeout=60)
+                return "hang", f"the first command never got ready (exit {first.returncode}): {err.strip()[-200:]}"
+        process = start(case.argv)
+        kids = []
+        if case.signal is not None:
+            if not wait_for(case.ready, process, 300):
+                process.kill()
+                out, err = process.communicate()
+                return "hang", f"never got to the moment to signal (exit {process.returncode}): {err.strip()[-200:]}"
+            kids = descendants(process.pid)
+            if case.signal == signal.SIGINT:
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                os.kill(process.pid, case.signal)
+        try:
+            out, err = process.communicate(timeout=case.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return "hang", f"still running after {case.timeout:.0f} s"
+        proc = subprocess.CompletedProcess(case.argv, process.returncode, out, err)
+        deadline = time.monotonic() + 5  # PR_SET_PDEATHSIG and pool shutdown take a moment
+        while any(running(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if orphans := [k for k in kids if running(k)]:
+            for k in orphans:
+                os.kill(k, signal.SIGKILL)
+            return "orphan", f"{len(orphans)} child process(es) still running after the command ended"
+        if case.first is not None:
+            first_out, first_err = first.communicate(timeout=600)
+            if first.returncode != 0:
+                return "loss", f"the first command failed (exit {first.returncode}): {first_err.strip()[-200:]}"
+        if case.then is not None:
+            again = subprocess.run([sys.executable, *case.then], cwd=REPO, env=env, capture_output=True, text=True,
+                                   timeout=600, check=False)
+            if again.returncode != 0 or "Traceback" in again.stderr:
+                return "loss", f"the same command again failed (exit {again.returncode}): {again.stderr.strip()[-200:]}"
+        return classify(proc, case)
+    finally:
+        if first is not None and first.poll() is None:
+            first.kill()
 
 
 def main(argv=None) -> int:
@@ -474,23 +899,18 @@ def main(argv=None) -> int:
         good = root / "runs" / "good"
         subprocess.run([sys.executable, "train.py", f"dataset_path={demos}", *TINY, f"output_dir={good}"],
                        cwd=REPO, env=ENV, capture_output=True, check=True)
-        for case in cases(root, demos, good):
+        for case in [*cases(root, demos, good), *writer_cases(root, demos, good)]:
             if args.only and not any(o in case.name for o in args.only) or args.quick and not case.quick:
                 continue
 
-            def limit(fsize=case.fsize):
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-            proc = subprocess.run([sys.executable, *case.argv], cwd=REPO, env=ENV, capture_output=True, text=True,
-                                  timeout=600, preexec_fn=limit if case.fsize else None, check=False)
-            outcome, message = classify(proc, case)
+            outcome, message = run_case(case)
             rows.append({"case": case.name, "outcome": outcome, "message": message})
             print(f"{case.name:48s} {outcome:10s} {message if args.full else message[:110]}", flush=True)
-    counts = {k: sum(r["outcome"] == k for r in rows) for k in ("named", "ok", "silent", "traceback")}
+    counts = {k: sum(r["outcome"] == k for r in rows) for k in OUTCOMES}
     print(f"\n{len(rows)} cases: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "counts": counts}, indent=1))
-    return 1 if counts["silent"] or counts["traceback"] else 0
+    return 1 if any(counts[k] for k in OUTCOMES[2:]) else 0
 
 
 if __name__ == "__main__":

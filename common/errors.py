@@ -47,7 +47,12 @@ class EnvError(StackError, ValueError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a `kill`, a job scheduler's stop), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+    """SIGTERM (a `kill`, a job scheduler's stop) or SIGHUP (the terminal closed), raised in the main thread like
+    Ctrl-C's KeyboardInterrupt; `signum` says which."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -87,36 +92,46 @@ def run_cli(command: Callable[[list[str]], object], argv: list[str] | None = Non
     if usage and any(a in ("-h", "--help") for a in argv):
         print(usage.strip())
         return 0
-    previous = _install_sigterm()
+    previous = _install_stop_signals()
     try:
         status = _call(command, argv)
     except (StackError, FileNotFoundError) as e:
         if previous is not None:  # stopping anyway: a SIGTERM now (torchrun stopping the other ranks) just ends it
-            signal.signal(signal.SIGTERM, previous)
+            _restore(previous)
             previous = None
         print_error(e)
         return 2
     except KeyboardInterrupt as e:
-        print_interrupted(isinstance(e, Terminated), argv, getattr(e, "saved_notes", []))
-        return 143 if isinstance(e, Terminated) else 130
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        print_interrupted(signum, argv, getattr(e, "saved_notes", []))
+        return 128 + signum  # the shells' codes: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more can be said there; stop writing to it, quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            _restore(previous)
     return status if isinstance(status, int) else 0
 
 
-def _install_sigterm():
-    """SIGTERM raises Terminated in the main thread (elsewhere signals cannot be set: None)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _install_stop_signals() -> dict | None:
+    """SIGTERM and SIGHUP raise Terminated in the main thread; returns the handlers they had (None off the main
+    thread, where signals cannot be set)."""
     def terminated(signum, frame):
-        raise Terminated()
+        raise Terminated(signum)
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, terminated)
+    return {s: signal.signal(s, terminated) for s in STOP_SIGNALS}
+
+
+def _restore(previous: dict) -> None:
+    for s, handler in previous.items():
+        signal.signal(s, handler)
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -128,12 +143,13 @@ def command_line(argv: list[str] | None = None) -> str:
     return f"python {program} {shlex.join(argv)}".strip() if program else ""
 
 
-def print_interrupted(terminated: bool, argv: list[str], saved_notes: list[Callable[[str], str | None]]) -> None:
+def print_interrupted(signum: int, argv: list[str], saved_notes: list[Callable[[str], str | None]]) -> None:
     """One line for an interrupted command: the signal, what it saved, and the same command, which continues."""
     again = command_line(argv) or "the same command"
     notes = [n for n in (note(again) for note in saved_notes) if n]
     what = "; ".join(notes) if notes else "nothing was saved"
-    print(f"\n{'stopped (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}: {what}", file=sys.stderr)
+    how = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})"
+    print(f"\n{how}: {what}", file=sys.stderr)
 
 
 def print_error(error: Exception, grace_s: float = 3.0) -> None:

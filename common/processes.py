@@ -29,6 +29,16 @@ def _worker_init(parent_pid: int) -> None:
         os._exit(1)
 
 
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child (a Popen preexec_fn): receive `signum` when the parent dies, however it dies (Linux; else nothing).
+    SIGTERM lets a train.py child end as on a `kill`: its last checkpoint stays, the same command continues."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+        except (OSError, AttributeError):
+            pass
+
+
 def worker_pool(processes: int):
     """A Pool of `processes` workers (module docstring); use it as a context manager (its exit terminates them)."""
     return multiprocessing.Pool(processes, initializer=_worker_init, initargs=(os.getpid(),))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import ArgumentParser, DataError
+from common import ArgumentParser, DataError, run_cli
 
 
 @dataclass(frozen=True)
@@ -139,18 +139,18 @@ def resolve_pusht(path: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=sorted(PUBLISHED))
     parser.add_argument("--cache", default=None, help="cache directory (default $DIFFUSION_STACK_CACHE or "
                                                       "~/.cache/diffusion-stack)")
     parser.add_argument("--source", default=None, help="a local file or URL instead of the official address")
     args = parser.parse_args(argv)
-    try:
-        path = fetch(args.name, cache=args.cache, source=args.source)
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(path)
+    # Ctrl-C mid-download: the partial file is removed (fetch writes a temporary and renames it)
+    print(fetch(args.name, cache=args.cache, source=args.source))
     return 0
 
 

@@ -604,13 +604,17 @@ class ReplayBuffer:
                 if _is_blosc_only(self._arrays[k]):  # v2 (no checksum codec): check Blosc frame lengths
                     self._store.blosc_dirs.add(f"{self._arrays[k].store_path.path}/")
         n = self.n_steps
-        for k, v in episode.items():
-            arr = self._arrays[k]
-            arr.resize((n + T, *arr.shape[1:]))  # also drops the stale tail of an interrupted append
-            arr[n: n + T] = v
-        ends = self.root["meta/episode_ends"]
-        ends.resize((self.n_episodes + 1,))
-        ends[self.n_episodes] = n + T
+        try:
+            for k, v in episode.items():
+                arr = self._arrays[k]
+                arr.resize((n + T, *arr.shape[1:]))  # also drops the stale tail of an interrupted append
+                arr[n: n + T] = v
+            ends = self.root["meta/episode_ends"]
+            ends.resize((self.n_episodes + 1,))
+            ends[self.n_episodes] = n + T
+        except OSError as e:  # zarr's store writes name no file: say which buffer, and what is kept
+            raise ReplayBufferError(f"{self.source}: could not write episode {self.n_episodes} ({e.strerror or e}; is "
+                                    f"the disk full?); the {self.n_episodes} episodes before it are kept") from e
         self.episode_ends = np.append(self.episode_ends, np.int64(n + T))
 
     def _create_array(self, key: str, example: np.ndarray):

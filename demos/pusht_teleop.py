@@ -19,11 +19,11 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import numpy as np  # noqa: E402
 import pygame  # noqa: E402
 
+from common import ArgumentParser, run_cli  # noqa: E402
 from datasets import ReplayBuffer  # noqa: E402
 from envs.pusht import PushTEnv  # noqa: E402
 
 from .pusht import EpisodeRecorder  # noqa: E402
-from common import ArgumentParser
 
 TAKE_CONTROL_RADIUS = 30.0  # the mouse must come this close to the agent to start pushing
 
@@ -115,8 +115,11 @@ def run_teleop(output: str | Path, first_seed: int | None = None) -> int:
     return session.saved_episodes
 
 
-def main(argv: list[str] | None = None) -> None:
-    
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> None:
     parser = ArgumentParser(description="Record Push-T demonstrations with the mouse (pygame window).")
     parser.add_argument("--output", required=True, help="replay buffer to create or append to (.zarr directory)")
     parser.add_argument("--first-seed", type=int, default=None, help="default: continue after the buffer's episodes")
@@ -125,4 +128,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

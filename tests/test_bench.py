@@ -171,12 +171,16 @@ def test_bench_gpu_paths_with_tiny_networks_on_the_cpu():
 # ------------------------------------------------------------------------------------ fault_catalogue.py
 def test_fault_catalogue_classifies_cases(tmp_path):
     """The catalogue's --quick subset, one case per family (the full run: `python bench/fault_catalogue.py`): each
-    is a named one-line error, none silent, none a traceback."""
+    is a named one-line error or, for the interrupted training, one line and a run that the same command finishes;
+    none silent, lost, orphaned, hung or a traceback."""
     table = tmp_path / "faults.json"
-    run(["bench/fault_catalogue.py", "--quick", "--json", table], timeout=300)
+    run(["bench/fault_catalogue.py", "--quick", "--json", table], timeout=600)
     result = json.loads(table.read_text())
     assert [r["case"] for r in result["rows"]] == [
         "dataset: missing path", "dataset: 8 flipped bytes in an action chunk",
         "dataset: NaN action in a validation episode", "config: training.steps=-5", "checkpoint: missing",
-        "env: reset_to_state='abcde'"]
-    assert result["counts"] == {"named": 6, "ok": 0, "silent": 0, "traceback": 0}
+        "env: reset_to_state='abcde'", "interrupt: Ctrl-C in train.py, then the same command", "resume: another seed",
+        "collision: two train.py on one output_dir", "degenerate: demos.pusht --episodes 0",
+        "outside: wandb.mode=online without a login", "message: output_dir is a symlink loop"]
+    assert result["counts"] == {"named": 11, "ok": 1, "silent": 0, "loss": 0, "orphan": 0, "hang": 0,
+                                "traceback": 0}, result["rows"]

@@ -265,7 +265,7 @@ def test_the_advice_for_a_robomimic_task_without_data_runs_as_printed(monkeypatc
     commands = [shlex.split(c) for c in re.findall(r"`(python [^`]+)`", said)]
     assert [c[2] for c in commands] == ["demos.robomimic_hdf5", "demos.robomimic"], said
     calls = []
-    monkeypatch.setattr(scripted, "generate", lambda *args: calls.append(args) or {
+    monkeypatch.setattr(scripted, "generate", lambda *args, **kwargs: calls.append(args) or {
         "demos": 0, "attempts": 0, "success_rate": 0.0, "mean_length": 0.0, "seconds": 0.0, "path": args[1]})
     assert scripted.main(commands[1][3:]) == 0
     assert calls[0][:3] == ("lift", "outputs/data/lift.hdf5", 200)

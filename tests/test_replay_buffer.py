@@ -357,7 +357,7 @@ def test_sha_mismatch_is_an_error_and_leaves_nothing(fake_published, tmp_path, c
         download.fetch("pusht", source=wrong.as_uri())
     assert not (tmp_path / "cache" / "pusht.zip").exists()
     assert [p for p in (tmp_path / "cache").iterdir()] == []
-    assert download.main(["pusht", "--source", str(wrong)]) == 1
+    assert download.main(["pusht", "--source", str(wrong)]) == 2
     assert "does not match" in capsys.readouterr().err
 
 

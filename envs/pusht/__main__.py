@@ -7,20 +7,28 @@
 import numpy as np
 from tqdm import tqdm
 
+from common import ArgumentParser, ConfigError, run_cli
 from envs.video import save_video
 
 from .demonstrator import PushTDemonstrator
 from .env import PushTEnv
-from common import ArgumentParser
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=100000, help="first seed (100000..100049: evaluation set)")
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--video", default="outputs/pusht_demo.mp4")
     parser.add_argument("--size", type=int, default=256, help="video frame size in pixels")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes {args.episodes}: expected at least 1 episode")
+    if args.size < 16:
+        raise ConfigError(f"--size {args.size}: expected a frame size of at least 16 pixels")
 
     env = PushTEnv(obs_type="state", render_size=args.size)
     demonstrator = PushTDemonstrator(seed=args.seed)
@@ -42,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
