@@ -131,6 +131,9 @@ for _name, _task in TASKS.items():
         PAIR_PRESETS[(_name, "diffusion_transformer")] = _PUSHT_STATE_TRANSFORMER
     if not _name.startswith("pusht"):
         PAIR_PRESETS[(_name, "diffusion_transformer")] = {"policy.horizon": 10}  # Tp 10 on robomimic, 16 on Push-T
+    for _flow, _diffusion in (("flow_unet", "diffusion_unet"), ("flow_transformer", "diffusion_transformer")):
+        if (_name, _diffusion) in PAIR_PRESETS:  # flow matching: the same networks, the same presets
+            PAIR_PRESETS[(_name, _flow)] = PAIR_PRESETS[(_name, _diffusion)]
 
 
 # Named recipes: training budgets measured for a (task, policy) pair, applied over the presets and under the command

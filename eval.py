@@ -3,11 +3,15 @@
     python eval.py checkpoint=outputs/pusht_keypoints_diffusion_unet_seed0/checkpoints/last.pt
     python eval.py checkpoint=PATH n_episodes=100 n_envs=25 seed=200000 output_dir=outputs/my_eval
     python eval.py checkpoint=PATH policy.inference_scheduler=ddim policy.num_inference_steps=10
+    python eval.py checkpoint=PATH samplers=ddpm-100,ddim-10,dpmsolver-5,unipc-5
 
 Rolls the checkpoint's policy (its EMA weights) out on the task's evaluation seeds (Push-T: 100000..100049)
 in a gymnasium vector env, writes `eval.json` (n_episodes, success_rate, mean_max_reward with 95%
 confidence intervals, per-episode seed / max reward / success / length) and mp4 videos of the first
 episodes into `output_dir` (default: <run>/eval), and logs the same to W&B (offline unless wandb.mode=online).
+Several samplers of one checkpoint side by side: `samplers=ddpm-100,ddim-10,dpmsolver-5` evaluates each (same
+seeds) into <output_dir>/<sampler>-<steps>/ and writes samplers.json and samplers.md (score, success, network passes
+and milliseconds per action chunk at batch 1).
 Shorthands: `n_episodes=`, `n_envs=` and `seed=` mean `eval.n_episodes=`, `eval.n_envs=` and `eval.seed=`.
 `print_config=true` prints the values the evaluation would use (the checkpoint's, then the command line's) and exits.
 `policy.*` may change only how the policy samples (inference scheduler and steps), not its weights.
@@ -24,14 +28,74 @@ from common import CheckpointError, ConfigError, run_cli
 from common.locks import DirLock
 from config import SAMPLING_FIELDS, config_from_dict, resolve
 from envs.tasks import get_task
-from runlib import (check_wandb_online, is_run_dir, load_checkpoint, log_video, pick_device, policy_from_checkpoint,
+from runlib import (check_wandb_online, chunk_latency_ms, is_run_dir, load_checkpoint, log_video, pick_device, policy_from_checkpoint,
                     prepare_output_dir,
                     run_evaluation, score_line, seed_everything, set_torch_threads, start_wandb)
 
 ALIASES = {"n_episodes": "eval.n_episodes", "n_envs": "eval.n_envs", "seed": "eval.seed"}
 
 
+def parse_samplers(text: str) -> list[tuple[str, int | None]]:
+    """`samplers=ddpm-100,ddim-10,dpmsolver-5,euler-2` -> [(scheduler, steps or None: its default), ...]."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, _, steps = item.partition("-")
+        try:
+            out.append((name, int(steps) if steps else None))
+        except ValueError:
+            raise ConfigError(f"samplers={text}: {item!r} is not <scheduler>[-<steps>] (e.g. ddim-10)") from None
+    if not out:
+        raise ConfigError(f"samplers={text!r}: expected <scheduler>[-<steps>] items separated by commas, "
+                          "e.g. samplers=ddpm-100,ddim-10,dpmsolver-5")
+    return out
+
+
+def evaluate_samplers(argv: list[str], text: str) -> list[dict]:
+    """One evaluation per sampler of `text` into <output_dir>/<sampler>-<steps>/, then samplers.json and samplers.md
+    side by side in output_dir (the same checkpoint, seeds and episodes)."""
+    samplers = parse_samplers(text)
+    if any(a.startswith(("policy.inference_scheduler=", "policy.num_inference_steps=")) for a in argv):
+        raise ConfigError("samplers= sets policy.inference_scheduler and policy.num_inference_steps; give one or the "
+                          "other")
+    checkpoint = next((a.split("=", 1)[1] for a in argv if a.startswith("checkpoint=")), None)
+    if not checkpoint:
+        raise ConfigError("checkpoint=PATH is required (e.g. outputs/<run>/checkpoints/last.pt)")
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("output_dir=")), None)
+    base = Path(os.path.expandvars(os.path.expanduser(given))) if given else \
+        Path(os.path.expandvars(os.path.expanduser(checkpoint))).resolve().parent.parent / "eval"
+    rest = [a for a in argv if not a.startswith("output_dir=")]
+    results = []
+    for name, steps in samplers:
+        label = f"{name}-{steps}" if steps else name
+        results.append(evaluate_checkpoint([*rest, f"policy.inference_scheduler={name}",
+                                            f"policy.num_inference_steps={steps}", f"output_dir={base / label}"]))
+    rows = [{"sampler": r["sampling"]["sampler"], "steps": r["sampling"]["steps"],
+             "passes_per_chunk": r["sampling"]["passes_per_chunk"], "mean_max_reward": r["mean_max_reward"],
+             "mean_max_reward_ci95": r["mean_max_reward_ci95"], "success_rate": r["success_rate"],
+             "success_rate_ci95": r["success_rate_ci95"], "chunk_ms_batch1": r["chunk_ms_batch1"],
+             "eval_json": r["eval_json"]} for r in results]
+    (base / "samplers.json").write_text(json.dumps({"checkpoint": checkpoint, "rows": rows}, indent=1))
+    seeds = f"seeds from {results[0]['seed']}" if results[0]["seed"] is not None else "the task's evaluation seeds"
+    lines = [f"Samplers of {checkpoint}, {results[0]['n_episodes']} episodes each ({seeds})",
+             "", "| sampler | passes / chunk | coverage (95% CI) | success (95% CI) | ms / chunk, batch 1 |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        (lo, hi), (slo, shi) = r["mean_max_reward_ci95"], r["success_rate_ci95"]
+        lines.append(f"| {r['sampler']}-{r['steps']} | {r['passes_per_chunk']} | {r['mean_max_reward']:.3f} "
+                     f"({lo:.3f}..{hi:.3f}) | {r['success_rate']:.2f} ({slo:.2f}..{shi:.2f}) | "
+                     f"{r['chunk_ms_batch1']:.1f} |")
+    (base / "samplers.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"samplers.json, samplers.md: {base}")
+    return results
+
+
 def evaluate_checkpoint(argv: list[str]) -> dict:
+    samplers = [a.split("=", 1)[1] for a in argv if a.startswith("samplers=")]
+    if samplers:
+        return evaluate_samplers([a for a in argv if not a.startswith("samplers=")], samplers[-1])
     args = [ALIASES.get(a.split("=", 1)[0], a.split("=", 1)[0]) + "=" + a.split("=", 1)[1] if "=" in a else a
             for a in argv]
     checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
@@ -84,12 +148,18 @@ def evaluate_into(output_dir: Path, checkpoint: str, ckpt: dict, cfg, task, devi
           f" on {cfg.eval.n_episodes} episodes, {device}")
     result = run_evaluation(policy, task, cfg, device, output_dir, "eval")
     result = {"checkpoint": str(checkpoint), "step": ckpt["step"], "task": cfg.task, "policy": cfg.policy,
-              "policy_config": policy.config.to_dict(), **result}
-    (output_dir / "eval.json").write_text(json.dumps(result, indent=1))
+              "seed": cfg.eval.seed, "policy_config": policy.config.to_dict(),
+              "chunk_ms_batch1": chunk_latency_ms(policy, device), "eval_json": str(output_dir / "eval.json"),
+              **result}
+    tmp = output_dir / f".eval.json.{os.getpid()}.tmp"  # whole or not at all
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, output_dir / "eval.json")
 
     run = start_wandb(cfg, output_dir, {"checkpoint": str(checkpoint), "step": ckpt["step"]},
                       run_id=f"eval-{output_dir.name}-{ckpt.get('wandb_run_id', 'run')}")
-    run.log({"eval/mean_max_reward": result["mean_max_reward"], "eval/success_rate": result["success_rate"]})
+    run.log({"eval/mean_max_reward": result["mean_max_reward"], "eval/success_rate": result["success_rate"],
+             "eval/chunk_ms_batch1": result["chunk_ms_batch1"],
+             **{f"eval/{k}": v for k, v in (result["sampling"] or {}).items()}})
     if result["videos"]:
         log_video(run, result["videos"][0])
     run.finish()

@@ -488,10 +488,35 @@ def log_video(run, path: str | Path, step: int | None = None) -> None:
 
 def run_evaluation(policy, task, cfg, device, output_dir: Path, tag: str) -> dict:
     """Closed-loop evaluation with the `eval.*` settings of `cfg` (train.py during training, eval.py on a
-    checkpoint); videos go to output_dir/videos/<tag>. Returns envs.rollout.evaluate's summary."""
-    return evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
+    checkpoint); videos go to output_dir/videos/<tag>. Returns envs.rollout.evaluate's summary, with `sampling`:
+    the sampler and its network passes per chunk (policy.sampling_of)."""
+    from policy import sampling_of
+
+    return {"sampling": sampling_of(policy), **evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
                     device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,
-                    video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)
+                    video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)}
+
+
+def chunk_latency_ms(policy, device: torch.device, calls: int = 20) -> float | None:
+    """Median milliseconds for one action chunk at batch 1 (`predict_action` on an observation window of zeros,
+    after 3 warm-up calls), with this process's torch threads; None for a policy without obs_shapes."""
+    shapes = getattr(policy.config, "obs_shapes", None)
+    if not shapes:
+        return None
+    steps = getattr(policy.config, "obs_horizon", None) or getattr(policy.config, "horizon", 1)
+    obs = {k: torch.zeros((1, steps, *shape), device=device) for k, shape in shapes.items()}
+    times = []
+    policy.reset()  # a recurrent policy's state belongs to the episodes just evaluated
+    with torch.no_grad():
+        for i in range(calls + 3):
+            start = time.perf_counter()
+            policy.predict_action(obs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 3:
+                times.append((time.perf_counter() - start) * 1000)
+    policy.reset()
+    return float(np.median(times))
 
 
 def cpu_model() -> str:

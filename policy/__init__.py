@@ -1,5 +1,5 @@
-"""Policies: one interface (``Policy``), Diffusion Policy (UNet or transformer), the IBC and LSTM-GMM baselines,
-and a registry by name.
+"""Policies: one interface (``Policy``), Diffusion Policy (UNet or transformer), flow matching on the same networks,
+the IBC and LSTM-GMM baselines, and a registry by name.
 
     from policy import make_policy
     policy = make_policy("diffusion_unet", normalizer, obs_shapes={"state": (5,)}, action_dim=2)
@@ -16,6 +16,7 @@ from common import ConfigError
 from .base import Policy
 from .diffusion import DiffusionConfig, DiffusionPolicy
 from .ema import EMA
+from .flow import FlowConfig, FlowPolicy
 from .ibc import IBCConfig, IBCPolicy
 from .lstm_gmm import LSTMGMMConfig, LSTMGMMPolicy
 
@@ -41,10 +42,25 @@ POLICIES: dict[str, PolicySpec] = {
     # Every transformer configuration of the reference warms up for 1000 steps (the UNet's: 500).
     "diffusion_transformer": PolicySpec(DiffusionConfig, DiffusionPolicy,
                                         {"policy.network": "transformer", "policy.lr_warmup_steps": 1000}),
+    # Flow matching on the same networks and presets (policy/flow.py): acts in a few network passes.
+    "flow_unet": PolicySpec(FlowConfig, FlowPolicy, {"policy.network": "unet", "policy.down_dims": [64, 128, 256]}),
+    "flow_transformer": PolicySpec(FlowConfig, FlowPolicy,
+                                   {"policy.network": "transformer", "policy.lr_warmup_steps": 1000}),
     # robomimic's BC-RNN trains with a constant learning rate and no weight averaging.
     "lstm_gmm": PolicySpec(LSTMGMMConfig, LSTMGMMPolicy, {"training.use_ema": False}),
     "ibc": PolicySpec(IBCConfig, IBCPolicy, {}),
 }
+
+
+def sampling_of(policy: Policy) -> dict | None:
+    """How a policy samples an action chunk, as eval.json, checkpoints and W&B record it: {"sampler", "steps",
+    "passes_per_chunk"}; None for policies without an iterative sampler (IBC samples by its own search, LSTM-GMM
+    in one pass)."""
+    config = policy.config
+    if not hasattr(config, "passes_per_chunk"):
+        return None
+    return {"sampler": config.inference_scheduler, "steps": config.num_inference_steps,
+            "passes_per_chunk": config.passes_per_chunk}
 
 
 def get_spec(name: str) -> PolicySpec:
@@ -68,6 +84,6 @@ def make_policy(name: str, normalizer: nn.Module, **config) -> Policy:
     return get_spec(name).policy_class(make_config(name, **config), normalizer)
 
 
-__all__ = ["Policy", "DiffusionConfig", "DiffusionPolicy", "EMA", "IBCConfig", "IBCPolicy", "LSTMGMMConfig",
+__all__ = ["Policy", "DiffusionConfig", "DiffusionPolicy", "EMA", "FlowConfig", "FlowPolicy", "IBCConfig", "IBCPolicy", "LSTMGMMConfig",
            "LSTMGMMPolicy", "POLICIES", "PolicySpec", "config_presets", "get_spec",
-           "make_config", "make_policy"]
+           "make_config", "make_policy", "sampling_of"]

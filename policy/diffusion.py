@@ -23,9 +23,13 @@ from .base import Policy, PolicyConfigBase
 from .batch_share import per_sample
 from .nets.transformer import TransformerForDiffusion
 from .nets.unet1d import ConditionalUnet1D, check_unet_shape
-from .sampling import Sampler, build_sampler
+from .sampling import (MULTISTEP_SOLVERS, LinearSampler, Sampler, build_linear_sampler, build_sampler,
+                       multistep_scheduler)
 
 NETWORKS = ("unet", "transformer")
+# DDPM as published, DDIM (eta 0), and diffusers' multistep ODE solvers DPM-Solver++ (2M) and UniPC (bh2), which
+# sample the same trained network in a few steps (policy/sampling.py); steps by default: 100, 10, 5, 5.
+INFERENCE_SCHEDULERS = ("ddpm", "ddim", *MULTISTEP_SOLVERS)
 
 
 @dataclass
@@ -81,19 +85,30 @@ class DiffusionConfig(PolicyConfigBase):
         self.check_common()
         if self.network == "unet":
             check_unet_shape(self.horizon, self.down_dims, self.n_groups)
-        if self.prediction_type not in ("epsilon", "sample"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
-        if self.inference_scheduler not in ("ddpm", "ddim"):
-            raise ValueError(f"inference_scheduler must be 'ddpm' or 'ddim', got {self.inference_scheduler!r}")
-        if self.num_inference_steps is None:
-            self.num_inference_steps = self.num_train_timesteps if self.inference_scheduler == "ddpm" else 10
-        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must be in 1..{self.num_train_timesteps}, "
-                             f"got {self.num_inference_steps}")
+        self.check_sampling()
         if self.optimizer_betas is None:
             self.optimizer_betas = (0.95, 0.999) if self.network == "unet" else (0.9, 0.95)
         if self.optimizer_weight_decay is None:
             self.optimizer_weight_decay = 1e-6 if self.network == "unet" else 1e-3
+
+
+    @property
+    def passes_per_chunk(self) -> int:
+        """Network passes to sample one action chunk (the solvers here take one per step)."""
+        return self.num_inference_steps
+
+    def check_sampling(self) -> None:
+        """The objective's and sampler's fields (policy/flow.py has its own)."""
+        if self.prediction_type not in ("epsilon", "sample"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
+        if self.inference_scheduler not in INFERENCE_SCHEDULERS:
+            raise ValueError(f"inference_scheduler must be one of {', '.join(INFERENCE_SCHEDULERS)}, got "
+                             f"{self.inference_scheduler!r}")
+        if self.num_inference_steps is None:
+            self.num_inference_steps = {"ddpm": self.num_train_timesteps, "ddim": 10}.get(self.inference_scheduler, 5)
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be in 1..{self.num_train_timesteps}, "
+                             f"got {self.num_inference_steps}")
 
 
 class DiffusionPolicy(Policy):
@@ -116,13 +131,20 @@ class DiffusionPolicy(Policy):
                 config.n_layers, config.n_heads, config.embed_dim, config.p_drop_emb, config.p_drop_attn,
                 config.causal_attn, config.n_cond_layers,
             )
+        self.build_schedulers()
+
+    def build_schedulers(self) -> None:
+        """The training noise schedule and the inference scheduler (diffusers); policy/flow.py needs neither."""
+        config = self.config
         scheduler_kwargs = dict(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
                                 clip_sample=config.clip_sample, prediction_type=config.prediction_type)
         self.noise_scheduler = DDPMScheduler(variance_type="fixed_small", **scheduler_kwargs)
         if config.inference_scheduler == "ddpm":
             self.inference_scheduler = DDPMScheduler(variance_type="fixed_small", **scheduler_kwargs)
-        else:
+        elif config.inference_scheduler == "ddim":
             self.inference_scheduler = DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **scheduler_kwargs)
+        else:
+            self.inference_scheduler = multistep_scheduler(config.inference_scheduler, self.noise_scheduler)
         # (id(scheduler), num_inference_steps, device) -> (scheduler, Sampler); not module state.
         self._samplers: dict[tuple, tuple] = {}
 
@@ -149,12 +171,16 @@ class DiffusionPolicy(Policy):
         return {"loss": F.mse_loss(prediction, target)}
 
     # ----------------------------------------------------------------------------------------- inference
-    def sampler(self, num_inference_steps: int | None = None, device: torch.device | str = "cpu") -> Sampler:
+    def sampler(self, num_inference_steps: int | None = None,
+                device: torch.device | str = "cpu") -> Sampler | LinearSampler:
         """The denoising loop of ``inference_scheduler`` with that many steps on ``device`` (built once, cached)."""
         steps = num_inference_steps or self.config.num_inference_steps
         key = (id(self.inference_scheduler), steps, torch.device(device))
         if key not in self._samplers:  # the entry keeps its scheduler alive, so that id is not reused
-            self._samplers[key] = (self.inference_scheduler, build_sampler(self.inference_scheduler, steps, device))
+            kind = self.config.inference_scheduler
+            built = build_linear_sampler(self.inference_scheduler, steps, kind, device) if kind in MULTISTEP_SOLVERS \
+                else build_sampler(self.inference_scheduler, steps, device)
+            self._samplers[key] = (self.inference_scheduler, built)
         return self._samplers[key][1]
 
     @torch.no_grad()
@@ -169,6 +195,10 @@ class DiffusionPolicy(Policy):
         x = torch.randn((batch, self.config.horizon, self.config.action_dim), generator=generator,
                         device=cond.device, dtype=cond.dtype)
         x = sampler.denoise(lambda sample, timesteps: self.model(sample, timesteps, cond), x, generator)
+        if isinstance(sampler, LinearSampler) and self.config.clip_sample:
+            # DDPM/DDIM clip every step's x0 to the normalized range; the linear solvers cannot, so the window is
+            # clipped once at the end (else a one-step solve can land far outside the data, 1/sqrt(a_T) ~ 100x).
+            x = x.clamp(-1.0, 1.0)
         return self.normalizer.unnormalize("action", x)
 
     @torch.no_grad()

@@ -147,3 +147,79 @@ def build_sampler(scheduler: DDPMScheduler | DDIMScheduler, num_inference_steps:
     return Sampler(kind=kind, prediction_type=cfg.prediction_type,
                    clip_range=float(cfg.clip_sample_range) if cfg.clip_sample else None,
                    timesteps=timesteps, add_noise=tuple(add_noise), **tensors)
+
+
+# ---------------------------------------------------------------------------------------- multistep solvers
+
+
+@dataclass(frozen=True, eq=False)
+class LinearSampler:
+    """A deterministic multistep solver (DPM-Solver++, UniPC) as one matrix of coefficients.
+
+    With thresholding off, every step of these diffusers schedulers is a linear map with scalar coefficients of the
+    initial noise x_T and the model outputs so far (the x0 or epsilon conversions, the multistep extrapolation and
+    UniPC's corrector are all such combinations). So x after step i is
+
+        x_{i+1} = coefficients[i, 0] * x_T + sum_{j <= i} coefficients[i, j + 1] * m_j,   m_j = model(x_j, timesteps[j])
+
+    The coefficients are found once by running the scheduler's own ``step`` on probe vectors (x_T = e_0, m_j = e_{j+1},
+    in float64): its output after step i *is* row i. The loop then does no host work per step, as ``Sampler``.
+    """
+
+    kind: str  # "dpmsolver" or "unipc"
+    timesteps: Tensor  # (S,) int64
+    coefficients: Tensor  # (S, S + 1) float32, zero above the diagonal (+1)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    def denoise(self, model: Callable[[Tensor, Tensor], Tensor], sample: Tensor,
+                generator: torch.Generator | None = None) -> Tensor:
+        """``model(x (B, T, D), timesteps (B,) int64) -> (B, T, D)``, x_T (B, T, D) -> x_0 (B, T, D); no noise drawn."""
+        batch, terms = sample.shape[0], [sample]
+        for i in range(self.num_steps):
+            terms.append(model(sample, self.timesteps[i].expand(batch)))
+            row = self.coefficients[i]
+            sample = row[0] * terms[0]
+            for j in range(1, i + 2):
+                sample = sample + row[j] * terms[j]
+        return sample
+
+
+MULTISTEP_SOLVERS = ("dpmsolver", "unipc")
+
+
+def multistep_scheduler(kind: str, train_scheduler: DDPMScheduler):
+    """diffusers' DPM-Solver++ (2nd order, multistep) or UniPC (bh2) on the training schedule of `train_scheduler`."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    if kind not in MULTISTEP_SOLVERS:
+        raise ValueError(f"multistep solver must be one of {MULTISTEP_SOLVERS}, got {kind!r}")
+    cfg = train_scheduler.config
+    common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+                  prediction_type=cfg.prediction_type, thresholding=False)
+    if kind == "dpmsolver":
+        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
+    return UniPCMultistepScheduler(solver_order=2, **common)
+
+
+def build_linear_sampler(scheduler, num_inference_steps: int, kind: str, device: torch.device | str = "cpu",
+                         dtype: torch.dtype = torch.float32) -> LinearSampler:
+    """The LinearSampler of a deterministic diffusers scheduler (left unchanged: a copy is probed); coefficients in
+    `dtype` (float64 for checks: at few steps they reach ~1e3 with opposite signs, 1/sqrt(a_T) at the first step)."""
+    if getattr(scheduler.config, "thresholding", False):
+        raise ValueError("dynamic thresholding is not linear: not supported")
+    scheduler = copy.deepcopy(scheduler)
+    scheduler.set_timesteps(num_inference_steps)
+    steps = len(scheduler.timesteps)
+    # Probe k is "batch" row k, shaped (B, T, D) = (steps + 1, 1, 1): the schedulers' einsums expect that rank.
+    basis = torch.eye(steps + 1, dtype=torch.float64)[:, :, None, None]
+    rows = []
+    with torch.inference_mode(False), torch.no_grad():
+        sample = basis[0]
+        for i, t in enumerate(scheduler.timesteps):
+            sample = scheduler.step(basis[i + 1], t, sample).prev_sample
+            rows.append(sample.reshape(-1).clone())
+    return LinearSampler(kind=kind, timesteps=scheduler.timesteps.to(device=device, dtype=torch.int64),
+                         coefficients=torch.stack(rows).to(device=device, dtype=dtype))

@@ -32,11 +32,12 @@ def make_scheduler(kind, prediction, clip, **overrides):
 
 
 def diffusers_loop(scheduler, steps, model, x, generator):
-    """The reference: the loop DiffusionPolicy used to run, with diffusers' step."""
+    """The reference: the loop DiffusionPolicy used to run, with diffusers' step (no generator: deterministic)."""
     scheduler = copy.deepcopy(scheduler)
     scheduler.set_timesteps(steps)
+    extra = {} if generator is None else {"generator": generator}
     for t in scheduler.timesteps:
-        x = scheduler.step(model(x, t.expand(x.shape[0])), t, x, generator=generator).prev_sample
+        x = scheduler.step(model(x, t.expand(x.shape[0])), t, x, **extra).prev_sample
     return x
 
 
@@ -226,3 +227,64 @@ def test_predict_action_with_other_step_counts_and_the_sampler_cache(network):
     torch.testing.assert_close(policy.predict_action(obs, torch.Generator().manual_seed(2), 7),
                                reference_actions(policy, obs, torch.Generator().manual_seed(2), 7), **TOL)
     assert policy.sampler(7).kind == "ddpm"
+
+
+# ------------------------------------------------------------------ multistep solvers (DPM-Solver++, UniPC)
+def eps_like_model(dtype=torch.float32):
+    """A nonlinear stand-in for a trained epsilon network: the Bayes-optimal noise for N(0, 0.25) data plus a
+    tanh term, so that x0 estimates stay bounded as a trained network's do."""
+    a = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2").alphas_cumprod.to(dtype)
+    w = torch.randn(2, 2, generator=torch.Generator().manual_seed(3), dtype=dtype) * 0.5
+
+    def model(x, t):
+        ab = a[t][:, None, None]
+        return x * (1 - ab).sqrt() / (ab * 0.25 + 1 - ab) + 0.05 * torch.tanh(x @ w)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["dpmsolver", "unipc"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 10])
+@pytest.mark.parametrize("prediction", ["epsilon", "sample"])
+def test_multistep_solvers_equal_diffusers_step(kind, steps, prediction):
+    """The coefficient loop equals diffusers' step loop to 1e-6 of the size of the terms it sums.
+
+    Both run in float32 (diffusers' solvers upcast every step to float32, whatever the sample's dtype). At few steps
+    the first step turns epsilon into x0 with 1/sqrt(a_T) ~ 1e2, so terms of ~1e3 cancel: the two orders of
+    summation then differ by float32 rounding of those terms (~1e-7 of them), not of the result."""
+    from policy.sampling import build_linear_sampler, multistep_scheduler
+
+    reference = multistep_scheduler(kind, make_scheduler("ddpm", prediction, False))
+    ours = build_linear_sampler(reference, steps, kind)
+    assert ours.coefficients.shape == (steps, steps + 1)
+    assert torch.all(ours.coefficients[torch.triu(torch.ones(steps, steps + 1), diagonal=2).bool()] == 0)
+    model, terms = eps_like_model(), []
+    x_t = torch.randn(4, 16, 2, generator=torch.Generator().manual_seed(0))
+
+    def recording(x, t):
+        terms.append(model(x, t))
+        return terms[-1]
+
+    got = ours.denoise(recording, x_t.clone())
+    expected = diffusers_loop(reference, steps, model, x_t.clone(), None)
+    sizes = torch.stack([x_t.abs().max(), *[m.abs().max() for m in terms]])
+    scale = (ours.coefficients[-1].abs() * sizes).sum()
+    assert (got - expected).abs().max() <= 1e-6 * scale, ((got - expected).abs().max(), scale)
+    # the last step's largest coefficient off by 1e-4 of its value is seen
+    bump = torch.zeros_like(ours.coefficients)
+    bump[-1, ours.coefficients[-1].abs().argmax()] = 1e-4
+    wrong = dataclasses.replace(ours, coefficients=ours.coefficients * (1 + bump))
+    assert (wrong.denoise(model, x_t.clone()) - expected).abs().max() > 1e-6 * scale
+
+
+def test_the_policy_samples_with_a_multistep_solver_and_clips_the_window():
+    batch = make_batch(batch=3)
+    config = DiffusionConfig(obs_shapes=obs_shapes(), action_dim=2, down_dims=(16, 32), diffusion_step_embed_dim=16,
+                             n_groups=4, kernel_size=3, inference_scheduler="dpmsolver")
+    assert config.num_inference_steps == 5
+    policy = DiffusionPolicy(config, make_normalizer(batch)).eval()
+    window = policy.sample_action_window(batch["obs"], generator=torch.Generator().manual_seed(0))
+    low, high = policy.normalizer.unnormalize("action", torch.full((1, 1, 2), -1.0)), \
+        policy.normalizer.unnormalize("action", torch.full((1, 1, 2), 1.0))
+    assert window.shape == (3, 16, 2) and (window >= low - 1e-4).all() and (window <= high + 1e-4).all()
+    with pytest.raises(ValueError, match="inference_scheduler must be one of ddpm, ddim, dpmsolver, unipc"):
+        DiffusionConfig(obs_shapes=obs_shapes(), action_dim=2, inference_scheduler="euler")
