@@ -492,9 +492,10 @@ def run_evaluation(policy, task, cfg, device, output_dir: Path, tag: str) -> dic
     the sampler and its network passes per chunk (policy.sampling_of)."""
     from policy import sampling_of
 
-    return {"sampling": sampling_of(policy), **evaluate(policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs,
-                    device=device, video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos,
-                    video_size=cfg.eval.video_size, max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)}
+    return {"sampling": sampling_of(policy), **evaluate(
+        policy, task, n_episodes=cfg.eval.n_episodes, seed=cfg.eval.seed, n_envs=cfg.eval.n_envs, device=device,
+        video_dir=output_dir / "videos" / tag, n_videos=cfg.eval.n_videos, video_size=cfg.eval.video_size,
+        max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)}
 
 
 def chunk_latency_ms(policy, device: torch.device, calls: int = 20) -> float | None:
