@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -552,9 +553,10 @@ def finish(run: Run) -> dict:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def train(run_config: Resolved | Config) -> dict:
+def train(run_config: Resolved | Config, prepare: Callable[[Run], None] | None = None) -> dict:
     """Train one run and return its eval.json summary. `run_config`: what `config.resolve` returns (a Config built
-    in code is taken as it is: its values are labelled "given in code")."""
+    in code is taken as it is: its values are labelled "given in code"). `prepare(run)` runs after setup, before a
+    resume and the first step (distill.py: the student starts from its teacher's weights, the teacher attached)."""
     resolved = run_config if isinstance(run_config, Resolved) else resolve([], base=run_config, use_presets=False)
     output_dir = run_output_dir(resolved.config)
     # One writer per run directory (the first process of a torchrun launch holds it for all): a second train.py
@@ -564,6 +566,8 @@ def train(run_config: Resolved | Config) -> dict:
         check_wandb_online(resolved.config.wandb.mode)  # a login or network missing: say so before any data is read
     with DirLock(prepare_output_dir(output_dir)) if main_process else contextlib.nullcontext():
         run = setup(resolved)
+        if prepare is not None:
+            prepare(run)
         # Ctrl-C or SIGTERM from here on: run_cli's line names the last checkpoint and the command that continues
         with on_interrupt(lambda again: (f"{run.last_path} is the last checkpoint (saved every "
                                          f"training.checkpoint_every={run.cfg.training.checkpoint_every} steps); "

@@ -14,6 +14,7 @@ from torch import nn
 from common import ConfigError
 
 from .base import Policy
+from .consistency import ConsistencyConfig, ConsistencyPolicy
 from .diffusion import DiffusionConfig, DiffusionPolicy
 from .ema import EMA
 from .flow import FlowConfig, FlowPolicy
@@ -46,6 +47,11 @@ POLICIES: dict[str, PolicySpec] = {
     "flow_unet": PolicySpec(FlowConfig, FlowPolicy, {"policy.network": "unet", "policy.down_dims": [64, 128, 256]}),
     "flow_transformer": PolicySpec(FlowConfig, FlowPolicy,
                                    {"policy.network": "transformer", "policy.lr_warmup_steps": 1000}),
+    # Consistency students of a diffusion_unet / diffusion_transformer teacher (distill.py; policy/consistency.py)
+    "consistency_unet": PolicySpec(ConsistencyConfig, ConsistencyPolicy,
+                                   {"policy.network": "unet", "policy.down_dims": [64, 128, 256]}),
+    "consistency_transformer": PolicySpec(ConsistencyConfig, ConsistencyPolicy,
+                                          {"policy.network": "transformer", "policy.lr_warmup_steps": 1000}),
     # robomimic's BC-RNN trains with a constant learning rate and no weight averaging.
     "lstm_gmm": PolicySpec(LSTMGMMConfig, LSTMGMMPolicy, {"training.use_ema": False}),
     "ibc": PolicySpec(IBCConfig, IBCPolicy, {}),
@@ -84,7 +90,7 @@ def make_policy(name: str, normalizer: nn.Module, **config) -> Policy:
     return get_spec(name).policy_class(make_config(name, **config), normalizer)
 
 
-__all__ = ["Policy", "DiffusionConfig", "DiffusionPolicy", "EMA", "FlowConfig", "FlowPolicy", "IBCConfig", "IBCPolicy",
+__all__ = ["Policy", "ConsistencyConfig", "ConsistencyPolicy", "DiffusionConfig", "DiffusionPolicy", "EMA", "FlowConfig", "FlowPolicy", "IBCConfig", "IBCPolicy",
            "LSTMGMMConfig",
            "LSTMGMMPolicy", "POLICIES", "PolicySpec", "config_presets", "get_spec",
            "make_config", "make_policy", "sampling_of"]
