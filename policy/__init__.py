@@ -90,7 +90,6 @@ def make_policy(name: str, normalizer: nn.Module, **config) -> Policy:
     return get_spec(name).policy_class(make_config(name, **config), normalizer)
 
 
-__all__ = ["Policy", "ConsistencyConfig", "ConsistencyPolicy", "DiffusionConfig", "DiffusionPolicy", "EMA", "FlowConfig", "FlowPolicy", "IBCConfig", "IBCPolicy",
-           "LSTMGMMConfig",
-           "LSTMGMMPolicy", "POLICIES", "PolicySpec", "config_presets", "get_spec",
-           "make_config", "make_policy", "sampling_of"]
+__all__ = ["Policy", "ConsistencyConfig", "ConsistencyPolicy", "DiffusionConfig", "DiffusionPolicy", "EMA",
+           "FlowConfig", "FlowPolicy", "IBCConfig", "IBCPolicy", "LSTMGMMConfig", "LSTMGMMPolicy", "POLICIES",
+           "PolicySpec", "config_presets", "get_spec", "make_config", "make_policy", "sampling_of"]
