@@ -23,6 +23,7 @@ reference's time / ours (higher is better for us).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -57,8 +58,8 @@ def timed(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def our_policy(obs_shapes: dict, device, **config):
-    return make_policy("diffusion_unet", make_normalizer(obs_shapes, 2), obs_shapes=obs_shapes, action_dim=2,
+def our_policy(obs_shapes: dict, device, name: str = "diffusion_unet", **config):
+    return make_policy(name, make_normalizer(obs_shapes, 2), obs_shapes=obs_shapes, action_dim=2,
                        **config).to(device)
 
 
@@ -161,6 +162,7 @@ def main(argv=None) -> int:
     parser.add_argument("--state-dims", type=int, nargs="+", default=None,
                         help="down_dims of the state UNet (default: the paper's 256 512 1024)")
     parser.add_argument("--no-image", action="store_true", help="leave out the image rows (slow on a CPU)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here (seconds)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats = 3 if args.tiny else (10 if args.quick else 30)
@@ -184,8 +186,20 @@ def main(argv=None) -> int:
     if image is not None:
         rows.append((f"train step, image UNet {list(image_dims)} + ResNet-18-GN, batch {batch_image}",
                      timed(our_train_step(image, batch_image, device), device, repeats), None))
+    transformer = our_policy(STATE, device, "diffusion_transformer",
+                             **(dict(n_layers=2, embed_dim=32) if args.tiny else {}))
+    rows.append((f"train step, state transformer ({transformer.config.n_layers} layers), batch {batch_state}",
+                 timed(our_train_step(transformer, batch_state, device), device, repeats), None))
     rows.append(("DDPM-100 chunk, batch 1, state", timed(our_chunk(state, device), device, max(3, repeats // 3)),
                  ref_chunk))
+    # The few-pass samplers on the same UNet (sampling speed does not depend on the weights)
+    few = [("DDIM-10", "diffusion_unet", {"inference_scheduler": "ddim", "num_inference_steps": 10}),
+           ("DPM-Solver++-5", "diffusion_unet", {"inference_scheduler": "dpmsolver", "num_inference_steps": 5}),
+           ("flow Euler-2", "flow_unet", {"num_inference_steps": 2}),
+           ("consistency-1", "consistency_unet", {})]
+    for label, policy_name, sampler in few:
+        policy = our_policy(STATE, device, policy_name, down_dims=state_dims, **sampler)
+        rows.append((f"{label} chunk, batch 1, state", timed(our_chunk(policy, device), device, repeats), None))
     if image is not None:
         rows.append(("DDPM-100 chunk, batch 1, image",
                      timed(our_chunk(image, device), device, max(3, repeats // 3)), None))
@@ -202,6 +216,10 @@ def main(argv=None) -> int:
         print(f"{label:64s}{fmt(ours):>12s}{fmt(reference):>12s}{ratio:>8s}")
     if why:
         print(f"reference: {why}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "tiny": args.tiny,
+                                         "rows": [{"row": label, "ours_s": ours, "reference_s": reference}
+                                                  for label, ours, reference in rows]}, indent=1))
     return 0
 
 

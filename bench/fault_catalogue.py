@@ -637,8 +637,8 @@ def writer_cases(root: Path, demos: Path, good: Path) -> list[Case]:
              signal=sig.SIGHUP, ready=has_episodes(root / "hup_demos.zarr", 2), then=demos_cmd(root / "hup_demos.zarr"),
              check=episodes_like(root / "hup_demos.zarr", ref)),
         Case("interrupt: Ctrl-C in demos.robomimic (robosuite)",
-             ["-m", "demos.robomimic", "lift", "--episodes", "50", "--out", str(root / "int_lift.hdf5")],
-             signal=sig.SIGINT, ready=lambda: time.sleep(20) or True,
+             ["-m", "demos.robomimic", "lift", "--episodes", "5000", "--out", str(root / "int_lift.hdf5")],
+             signal=sig.SIGINT, ready=lambda: time.sleep(15) or True,
              check=lambda: f"{root / 'int_lift.hdf5'} written" if (root / "int_lift.hdf5").exists() or list(
                  root.glob(".int_lift.hdf5.*")) else None),
         Case("interrupt: SIGTERM in compare.py run (its train.py stop)",

@@ -184,3 +184,20 @@ def test_fault_catalogue_classifies_cases(tmp_path):
         "outside: wandb.mode=online without a login", "message: output_dir is a symlink loop"]
     assert result["counts"] == {"named": 11, "ok": 1, "silent": 0, "loss": 0, "orphan": 0, "hang": 0,
                                 "traceback": 0}, result["rows"]
+
+
+# ------------------------------------------------------------------------------------------ gpu_check.sh
+def test_gpu_check_runs_on_the_cpu_with_tiny_settings(tmp_path):
+    """bench/gpu_check.sh --tiny: every step of the GPU check (bench_gpu.py rows, the first command with
+    device=auto) on the CPU, its table and gpu_check.json; the real run needs CUDA and prints the same rows."""
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "--tiny", str(tmp_path)], cwd=REPO, env=bench_env(
+        PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["rows"]
+    for label in ("DDPM-100 chunk, batch 1, state", "DDIM-10 chunk, batch 1, state",
+                  "flow Euler-2 chunk, batch 1, state", "consistency-1 chunk, batch 1, state",
+                  "closed-loop evaluation, 2 Push-T episodes (state)"):
+        assert re.fullmatch(DURATION, rows[label]), (label, rows[label])
+    assert re.fullmatch(rf"{NUMBER} steps/s", rows["train step rate, state transformer (2 layers), batch 8"])
+    assert "| the first command (python train.py, device=auto)" in proc.stdout
+    assert json.loads((tmp_path / "first_command" / "eval.json").read_text())["n_episodes"] == 2
