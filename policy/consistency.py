@@ -152,11 +152,12 @@ class ConsistencyPolicy(DiffusionPolicy):
 
     @torch.no_grad()
     def sample_action_window(self, obs: dict[str, Tensor], generator: torch.Generator | None = None,
-                             num_inference_steps: int | None = None) -> Tensor:
+                             num_inference_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """The window (B, Tp, Da) un-normalized, in `num_inference_steps` passes (default the config's: 1)."""
         cond = self.condition(self.obs_window(obs, last=True))
         shape = (cond.shape[0], self.config.horizon, self.config.action_dim)
-        x = torch.randn(shape, generator=generator, device=cond.device, dtype=cond.dtype)
+        x = noise if noise is not None else torch.randn(shape, generator=generator, device=cond.device,
+                                                        dtype=cond.dtype)
         for i, step in enumerate(self.sampling_timesteps(num_inference_steps or self.config.num_inference_steps)):
             t = torch.full((shape[0],), step, device=cond.device, dtype=torch.long)
             if i:  # back onto the trajectory at t, then to its end again

@@ -185,15 +185,16 @@ class DiffusionPolicy(Policy):
 
     @torch.no_grad()
     def sample_action_window(self, obs: dict[str, Tensor], generator: torch.Generator | None = None,
-                             num_inference_steps: int | None = None) -> Tensor:
+                             num_inference_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """The whole denoised window (B, Tp, Da), un-normalized. Observations are encoded once here, not
         once per denoising step. ``generator`` (on the policy's device) makes the sampling reproducible: the
         window equals diffusers' ``scheduler.step`` loop run from the same generator state."""
         cond = self.condition(self.obs_window(obs, last=True))
         batch = cond.shape[0]
         sampler = self.sampler(num_inference_steps, cond.device)
-        x = torch.randn((batch, self.config.horizon, self.config.action_dim), generator=generator,
-                        device=cond.device, dtype=cond.dtype)
+        x = noise if noise is not None else torch.randn(  # noise: x_T given (policy/export.py)
+            (batch, self.config.horizon, self.config.action_dim), generator=generator, device=cond.device,
+            dtype=cond.dtype)
         x = sampler.denoise(lambda sample, timesteps: self.model(sample, timesteps, cond), x, generator)
         if isinstance(sampler, LinearSampler) and self.config.clip_sample:
             # DDPM/DDIM clip every step's x0 to the normalized range; the linear solvers cannot, so the window is

@@ -117,11 +117,12 @@ class FlowPolicy(DiffusionPolicy):
 
     @torch.no_grad()
     def sample_action_window(self, obs: dict[str, Tensor], generator: torch.Generator | None = None,
-                             num_inference_steps: int | None = None) -> Tensor:
+                             num_inference_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """The whole integrated window (B, Tp, Da), un-normalized; observations encoded once per chunk."""
         cond = self.condition(self.obs_window(obs, last=True))
-        x = torch.randn((cond.shape[0], self.config.horizon, self.config.action_dim), generator=generator,
-                        device=cond.device, dtype=cond.dtype)
+        x = noise if noise is not None else torch.randn(  # noise: the start x_0 given (policy/export.py)
+            (cond.shape[0], self.config.horizon, self.config.action_dim), generator=generator, device=cond.device,
+            dtype=cond.dtype)
         x = integrate(self.velocity(cond), x, num_inference_steps or self.config.num_inference_steps,
                       self.config.inference_scheduler)
         return self.normalizer.unnormalize("action", x)

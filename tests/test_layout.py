@@ -5,7 +5,7 @@
     datasets  <- data only: no envs, demos, policy
     policy    <- networks only: no envs, datasets, demos
     demos     <- between envs and datasets (demonstration producers)
-    runlib, config, train, eval, compare, bench  <- the entry points and what they share
+    runlib, config, train, eval, compare, distill, export, bench  <- the entry points and what they share
 """
 
 import ast
@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "envs", "datasets", "policy", "demos")
-TOP_MODULES = ("runlib", "config", "train", "eval", "compare")
+TOP_MODULES = ("runlib", "config", "train", "eval", "compare", "distill", "export")
 FORBIDDEN = {
     "common": {"envs", "datasets", "policy", "demos", *TOP_MODULES},
     "envs": {"datasets", "policy", "demos", *TOP_MODULES},
@@ -104,8 +104,8 @@ def test_import_graph_has_no_cycle():
 
 def test_no_entry_point_uses_train_py_as_a_library():
     """eval.py, the bench scripts and the packages get checkpoints, devices and W&B from runlib, not train.py;
-    compare.py imports train.train only to run trainings."""
+    compare.py and distill.py import train.train only to run trainings."""
     users = {m for m, ts in import_graph().items() if "train" in ts}
-    assert users <= {"compare"}, users
+    assert users <= {"compare", "distill"}, users
     for path in sorted((REPO / "bench").glob("*.py")):
         assert "train" not in project_imports(path), path
