@@ -140,7 +140,8 @@ def table_phase(out: Path) -> str:
     scores = {}
     for label in SEED_SETS:
         for model in SAMPLERS:
-            for row in json.loads((out / "eval" / label.replace(" ", "_") / model / "samplers.json").read_text())["rows"]:
+            table = out / "eval" / label.replace(" ", "_") / model / "samplers.json"
+            for row in json.loads(table.read_text())["rows"]:
                 scores.setdefault(f"{row['sampler']}-{row['steps']}", {})[label] = row
     base = scores["ddpm-100"]["eval seeds"]["mean_max_reward"]
     base_ms = latency["ddpm-100"]["idle b1"]["median_ms"]
@@ -153,12 +154,15 @@ def table_phase(out: Path) -> str:
             s, o, lat = scores[sampler]["eval seeds"], scores[sampler]["other seeds"], latency[sampler]
             lo, hi = s["mean_max_reward_ci95"]
             lines.append(
-                f"| {model} | {sampler} | {s['passes_per_chunk']} | {s['mean_max_reward']:.3f} ({lo:.3f}..{hi:.3f}) | "
+                f"| {model} | {sampler} | {s['passes_per_chunk']} | {s['mean_max_reward']:.3f} ({lo:.3f}..{hi:.3f}) "
+                f"| "
                 f"{s['success_rate']:.2f} | {o['mean_max_reward']:.3f} | {o['success_rate']:.2f} | "
-                f"{s['mean_max_reward'] - base:+.3f} | {lat['idle b1']['median_ms']:.2f} ({lat['idle b1']['p99_ms']:.2f})"
-                f" | {lat['busy b1']['median_ms']:.2f} ({lat['busy b1']['p99_ms']:.2f}) | "
+                f"{s['mean_max_reward'] - base:+.3f} | {lat['idle b1']['median_ms']:.2f} "
+                f"({lat['idle b1']['p99_ms']:.2f}) | {lat['busy b1']['median_ms']:.2f} "
+                f"({lat['busy b1']['p99_ms']:.2f}) | "
                 f"{lat['idle b50']['median_ms']:.1f} | {base_ms / lat['idle b1']['median_ms']:.0f}x | "
-                f"{'%.0f min' % train_min if train_min else '-'}{' (teacher + distillation)' if model == 'consistency' else ''} |")
+                f"{'%.0f min' % train_min if train_min else '-'}"
+                f"{' (teacher + distillation)' if model == 'consistency' else ''} |")
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     (out / "table.json").write_text(json.dumps({"scores": scores, "latency": latency, "wall_s": wall}, indent=1))
