@@ -188,13 +188,11 @@ def read_local_run(run_dir: Path) -> Run | None:
     return local_run(run_dir)[0]
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / HISTORY_FILE).is_file() or (path / "checkpoints" / "last.pt").is_file()
-
-
 def collect_local(paths: list[Path]) -> tuple[list[Run], list[str]]:
     """Finished runs under `paths` (run dirs: folders holding history.jsonl or checkpoints/last.pt), and the
     unfinished ("dir: why")."""
+    from common.paths import is_run_dir  # the one rule for a training run's dir (eval.py keeps out of one)
+
     run_dirs = []
     for path in paths:
         if not path.exists():

@@ -28,7 +28,8 @@ from common import CheckpointError, ConfigError, run_cli
 from common.locks import DirLock
 from config import SAMPLING_FIELDS, config_from_dict, resolve
 from envs.tasks import get_task
-from runlib import (check_wandb_online, chunk_latency_ms, is_run_dir, load_checkpoint, log_video, pick_device,
+from common.paths import is_run_dir
+from runlib import (check_wandb_online, chunk_latency_ms, load_checkpoint, log_video, pick_device,
                     policy_from_checkpoint, prepare_output_dir, run_evaluation, score_line, seed_everything,
                     set_torch_threads, start_wandb)
 

@@ -178,11 +178,6 @@ def prepare_output_dir(path: Path, key: str = "output_dir") -> Path:
     return path
 
 
-def is_run_dir(path: Path) -> bool:
-    """Whether `path` holds a training run's files (train.py's config.json, history.jsonl or checkpoints/)."""
-    return any((path / name).exists() for name in ("config.json", "history.jsonl", "checkpoints"))
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint, and a write that
     fails (a full disk, a file size limit) leaves the previous checkpoint in place and stops with a TrainingError."""
@@ -498,9 +493,10 @@ def run_evaluation(policy, task, cfg, device, output_dir: Path, tag: str) -> dic
         max_steps=cfg.eval.max_steps, vector=cfg.eval.vector)}
 
 
-def chunk_latency_ms(policy, device: torch.device, calls: int = 20) -> float | None:
+def chunk_latency_ms(policy, device: torch.device, calls: int = 5) -> float | None:
     """Median milliseconds for one action chunk at batch 1 (`predict_action` on an observation window of zeros,
-    after 3 warm-up calls), with this process's torch threads; None for a policy without obs_shapes."""
+    after 1 warm-up call), with this process's torch threads; None for a policy without obs_shapes. A few calls:
+    eval.json's figure is an indication (bench/bench_sampling.py measures 200 calls, idle and under load)."""
     shapes = getattr(policy.config, "obs_shapes", None)
     if not shapes:
         return None
@@ -509,12 +505,12 @@ def chunk_latency_ms(policy, device: torch.device, calls: int = 20) -> float | N
     times = []
     policy.reset()  # a recurrent policy's state belongs to the episodes just evaluated
     with torch.no_grad():
-        for i in range(calls + 3):
+        for i in range(calls + 1):
             start = time.perf_counter()
             policy.predict_action(obs)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i >= 3:
+            if i >= 1:
                 times.append((time.perf_counter() - start) * 1000)
     policy.reset()
     return float(np.median(times))

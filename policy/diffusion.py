@@ -154,8 +154,9 @@ class DiffusionPolicy(Policy):
         return self.encode_obs(obs, flatten=self.config.network == "unet")
 
     # ------------------------------------------------------------------------------------------ training
-    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
-        """batch {"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)} raw -> {"loss": scalar MSE}."""
+    def training_inputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """(conditioning, normalized action window (B, Tp, Da), Gaussian noise like it) of a raw training batch;
+        shared by the objectives (flow matching: policy/flow.py)."""
         if batch["action"].shape[1:] != (self.config.horizon, self.config.action_dim):
             raise ValueError(f"action has shape {tuple(batch['action'].shape)}, expected "
                              f"(B, {self.config.horizon}, {self.config.action_dim})")
@@ -164,6 +165,12 @@ class DiffusionPolicy(Policy):
         # Drawn per sample of the global batch (policy/batch_share.py): the same values whatever the world size.
         b, device = actions.shape[0], actions.device
         noise = per_sample(lambda n: torch.randn((n, *actions.shape[1:]), device=device, dtype=actions.dtype), b)
+        return cond, actions, noise
+
+    def compute_loss(self, batch: dict) -> dict[str, Tensor]:
+        """batch {"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)} raw -> {"loss": scalar MSE}."""
+        cond, actions, noise = self.training_inputs(batch)
+        b, device = actions.shape[0], actions.device
         timesteps = per_sample(lambda n: torch.randint(0, self.config.num_train_timesteps, (n,), device=device), b)
         noisy_actions = self.noise_scheduler.add_noise(actions, noise, timesteps)
         prediction = self.model(noisy_actions, timesteps, cond)

@@ -104,14 +104,8 @@ class FlowPolicy(DiffusionPolicy):
 
     def compute_loss(self, batch: dict) -> dict[str, Tensor]:
         """batch {"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)} raw -> {"loss": scalar MSE on the velocity}."""
-        if batch["action"].shape[1:] != (self.config.horizon, self.config.action_dim):
-            raise ValueError(f"action has shape {tuple(batch['action'].shape)}, expected "
-                             f"(B, {self.config.horizon}, {self.config.action_dim})")
-        cond = self.condition(self.obs_window(batch["obs"], last=False))
-        actions = self.normalizer.normalize("action", batch["action"]).float()
+        cond, actions, noise = self.training_inputs(batch)
         b, device = actions.shape[0], actions.device
-        # Drawn per sample of the global batch (policy/batch_share.py): the same values whatever the world size.
-        noise = per_sample(lambda n: torch.randn((n, *actions.shape[1:]), device=device, dtype=actions.dtype), b)
         t = per_sample(lambda n: sample_time(n, self.config.time_distribution, device), b)
         return {"loss": flow_loss(self.velocity(cond), actions, noise, t)}
 
