@@ -55,6 +55,26 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C, SIGTERM and SIGHUP that arrive inside the block are acted on when it ends: for writes that must not be
+    cut in the middle (zarr writes a chunk from its own event loop thread: interrupted there, it leaves pending tasks
+    that print tracebacks at exit). Off the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now, to the handler it would have met (KeyboardInterrupt, Terminated)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse for the `python -m` tools: a bad argument is a ConfigError (one `error:` line from run_cli, naming the
     argument), and the usage line names the command as it is typed (`python -m demos.pusht`)."""

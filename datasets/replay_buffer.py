@@ -69,6 +69,7 @@ import zarr.storage
 from zarr.storage import WrapperStore
 
 from common import DataError, is_image_shape, locks
+from common.errors import signals_deferred
 from common.paths import broken_link
 
 DEFAULT_CHUNK_BYTES = 1 << 20  # ~1 MiB of uncompressed data per chunk, along time
@@ -566,7 +567,8 @@ class ReplayBuffer:
             json.dumps(values)
         except TypeError as e:
             raise ReplayBufferError(f"{self.source}: attribute values must be JSON-serializable: {e}") from e
-        self.root.attrs.update(values)
+        with signals_deferred():  # zarr writes from its own thread: not cut in the middle
+            self.root.attrs.update(values)
         self.attrs.update(values)
 
     def add_episode(self, episode: Mapping[str, np.ndarray]) -> None:
@@ -605,17 +607,18 @@ class ReplayBuffer:
                     self._store.blosc_dirs.add(f"{self._arrays[k].store_path.path}/")
         n = self.n_steps
         try:
-            for k, v in episode.items():
-                arr = self._arrays[k]
-                arr.resize((n + T, *arr.shape[1:]))  # also drops the stale tail of an interrupted append
-                arr[n: n + T] = v
-            ends = self.root["meta/episode_ends"]
-            ends.resize((self.n_episodes + 1,))
-            ends[self.n_episodes] = n + T
+            with signals_deferred():  # an episode is written whole: Ctrl-C takes effect after it
+                for k, v in episode.items():
+                    arr = self._arrays[k]
+                    arr.resize((n + T, *arr.shape[1:]))  # also drops the stale tail of an interrupted append
+                    arr[n: n + T] = v
+                ends = self.root["meta/episode_ends"]
+                ends.resize((self.n_episodes + 1,))
+                ends[self.n_episodes] = n + T
+                self.episode_ends = np.append(self.episode_ends, np.int64(n + T))
         except OSError as e:  # zarr's store writes name no file: say which buffer, and what is kept
             raise ReplayBufferError(f"{self.source}: could not write episode {self.n_episodes} ({e.strerror or e}; is "
                                     f"the disk full?); the {self.n_episodes} episodes before it are kept") from e
-        self.episode_ends = np.append(self.episode_ends, np.int64(n + T))
 
     def _create_array(self, key: str, example: np.ndarray):
         cname, clevel, shuffle, chunk_bytes = self._codec

@@ -257,3 +257,15 @@ def test_no_finished_runs_names_where_and_what(tmp_path, capsys):
     assert compare.main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert f"no finished runs in {tmp_path / 'empty'}: a finished run is a train.py output dir" in err
+
+
+def test_an_episode_being_written_is_written_whole_before_ctrl_c_acts(tmp_path):
+    from common.errors import signals_deferred
+
+    with ReplayBuffer.create(tmp_path / "d.zarr") as rb:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)  # arrives mid-write
+                rb.add_episode({"action": np.zeros((5, 2), np.float32)})
+        assert rb.n_episodes == 1
+    assert ReplayBuffer.open(tmp_path / "d.zarr").n_episodes == 1
