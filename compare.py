@@ -22,6 +22,10 @@ prints to <run dir>/train.log, with its share of the CPU cores as torch threads 
 given) and, on a machine with GPUs, a GPU of its own (run slot i sees GPU i mod the GPU count). Default: one run
 per GPU, or without GPUs one per 4 CPU cores; 1 (2-3 cores) trains the runs one after the other in this process.
 
+`samplers=ddpm-100,ddim-10,dpmsolver-5` (diffusion-type policies): after training, each run's last checkpoint is
+also evaluated under those samplers (eval.py samplers=..., into <run>/eval/samplers), and the report puts them side
+by side.
+
 `report`: each PATH is a run's output dir or any folder above run dirs (searched recursively: a run dir is a
 folder holding history.jsonl or checkpoints/last.pt). A run dir is read from three plain files train.py writes:
 config.json (task, policy, seed, recipe, W&B group), history.jsonl (one JSON object per logged step: losses and
@@ -37,7 +41,9 @@ and the report says so (a warning atop its table, `mixed_recipes` in report.json
 The numbers follow the paper (docs/design.md sections 6-7): for each seed, the max and the mean of the last 10
 of its evaluations (`eval/mean_max_reward`, the coverage score, and `eval/success_rate`), then mean ± std
 over seeds. Writes report.md (tables), report.json (every number, per seed too) and report.png (score and
-success rate against training step: mean over seeds, shaded between the seeds' min and max).
+success rate against training step: mean over seeds, shaded between the seeds' min and max). Sampler tables
+(samplers.json, written by `eval.py samplers=...`) found under the paths get a section of report.md, one table per
+checkpoint, and samplers.png (coverage against milliseconds per chunk).
 """
 
 from __future__ import annotations
@@ -205,6 +211,79 @@ def collect_local(paths: list[Path]) -> tuple[list[Run], list[str]]:
         run, why = local_run(d)
         runs.append(run) if run else unfinished.append(f"{shown(d)}: {why}")
     return runs, unfinished
+
+
+SAMPLERS_FILE = "samplers.json"  # eval.py samplers=...: one checkpoint under several samplers
+SAMPLER_KEYS = ("sampler", "steps", "passes_per_chunk", "mean_max_reward", "mean_max_reward_ci95", "success_rate",
+                "chunk_ms_batch1")
+
+
+def collect_samplers(paths: list[Path]) -> list[dict]:
+    """The sampler tables (eval.py's samplers.json) under `paths`: [{"checkpoint", "source", "rows"}, ...], rows in
+    the file's order. A file without its keys is named with what was expected."""
+    files = []
+    for path in paths:
+        found = [path] if path.is_file() and path.name == SAMPLERS_FILE else sorted(path.rglob(SAMPLERS_FILE)) \
+            if path.is_dir() else []
+        files += [f.resolve() for f in found if f.resolve() not in files]
+    tables = []
+    for f in files:
+        data = read_json(f)
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if not isinstance(rows, list) or not rows or any(
+                not isinstance(r, dict) or any(k not in r for k in SAMPLER_KEYS) for r in rows):
+            raise CompareError(f"{f}: expected eval.py's sampler table, {{\"checkpoint\": ..., \"rows\": [{{"
+                               f"{', '.join(SAMPLER_KEYS)}}}, ...]}}")
+        tables.append({"checkpoint": str(data.get("checkpoint", "")), "source": shown(f), "rows": rows})
+    return tables
+
+
+def samplers_markdown(tables: list[dict]) -> list[str]:
+    """One table per checkpoint: every sampler's passes, score, success and latency, against its most-passes one."""
+    lines = ["## samplers of one checkpoint", "",
+             "Each table is one checkpoint evaluated under several samplers on the same seeds (`eval.py samplers=`). "
+             "vs = coverage minus that of the sampler with the most passes (DDPM-100 for a diffusion checkpoint); "
+             "ms / chunk = one action chunk at batch 1 on the machine that evaluated.", ""]
+    for t in tables:
+        ref = max(t["rows"], key=lambda r: r["passes_per_chunk"])
+        lines += [f"### `{shown(t['checkpoint'])}`", "", f"from `{t['source']}`", "",
+                  f"| sampler | passes / chunk | coverage (95% CI) | success | vs {ref['sampler']}-{ref['steps']} | "
+                  "ms / chunk | speed-up |", "|---|---|---|---|---|---|---|"]
+        for r in t["rows"]:
+            lo, hi = r["mean_max_reward_ci95"]
+            lines.append(f"| {r['sampler']}-{r['steps']} | {r['passes_per_chunk']} | {r['mean_max_reward']:.3f} "
+                         f"({lo:.3f}..{hi:.3f}) | {r['success_rate']:.2f} | "
+                         f"{r['mean_max_reward'] - ref['mean_max_reward']:+.3f} | {r['chunk_ms_batch1']:.2f} | "
+                         f"{ref['chunk_ms_batch1'] / r['chunk_ms_batch1']:.0f}x |")
+        lines.append("")
+    return lines
+
+
+def plot_samplers(tables: list[dict], path: Path) -> None:
+    """Coverage (with its 95% interval) against milliseconds per chunk (log scale), one series per checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for t in tables:
+        rows = sorted(t["rows"], key=lambda r: r["chunk_ms_batch1"])
+        x = [r["chunk_ms_batch1"] for r in rows]
+        y = [r["mean_max_reward"] for r in rows]
+        err = [[r["mean_max_reward"] - r["mean_max_reward_ci95"][0] for r in rows],
+               [r["mean_max_reward_ci95"][1] - r["mean_max_reward"] for r in rows]]
+        ax.errorbar(x, y, yerr=err, fmt="o-", ms=4, capsize=3, label=Path(t["checkpoint"]).parent.parent.name
+                    or t["source"])
+        for r, xi, yi in zip(rows, x, y):
+            ax.annotate(f"{r['sampler']}-{r['steps']}", (xi, yi), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set(xscale="log", xlabel="ms per action chunk, batch 1 (log scale)", ylabel="mean max reward (coverage)",
+           ylim=(-0.02, 1.02), title="samplers: score against latency")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------- W&B, online
@@ -379,28 +458,37 @@ def plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: list[Run], unfinished: list[str], out_dir: Path, source: str, searched: str = "") -> dict:
-    """report.md, report.json and report.png in `out_dir`; returns what report.json holds. `searched`: where the
-    runs were looked for (said when none is finished)."""
-    if not runs:
+def write_report(runs: list[Run], unfinished: list[str], out_dir: Path, source: str, searched: str = "",
+                 samplers: list[dict] | None = None) -> dict:
+    """report.md, report.json and report.png in `out_dir` (and samplers.png for sampler tables); returns what
+    report.json holds. `searched`: where the runs were looked for (said when none is finished)."""
+    samplers = samplers or []
+    if not runs and not samplers:
         left = (f"; {len(unfinished)} left out: " + "; ".join(unfinished[:3]) + ("; ..." if len(unfinished) > 3
                                                                                else "")) if unfinished else ""
         raise CompareError(f"no finished runs in {searched or source}: a finished run is a train.py output dir "
                            f"whose {EVAL_FILE} is from the last step of its {HISTORY_FILE} (with its {CONFIG_FILE})"
-                           f"{left}")
+                           f", or an eval.py {SAMPLERS_FILE}{left}")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     report = {"source": source, "groups": summary, "runs": [dataclasses.asdict(r) for r in runs],
-              "unfinished": unfinished}
+              "unfinished": unfinished, "samplers": samplers}
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    text = markdown(summary, runs, unfinished, source)
+    text = markdown(summary, runs, unfinished, source) if runs else "# Samplers\n\n"
+    written = [out_dir / "report.md", out_dir / "report.json"]
+    if samplers:
+        text += "\n" + "\n".join(samplers_markdown(samplers))
+        plot_samplers(samplers, out_dir / "samplers.png")
+        written.append(out_dir / "samplers.png")
     (out_dir / "report.md").write_text(text)
-    plot(summary, out_dir / "report.png")
+    if runs:
+        plot(summary, out_dir / "report.png")
+        written.insert(2, out_dir / "report.png")
     print(text)
     for g in summary:  # said loudly: also on stderr, where a pipeline's stdout does not hide it
         if warning := recipe_warning(g):
             print(warning, file=sys.stderr)
-    print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}")
+    print(f"report: {', '.join(map(str, written))}")
     return report
 
 
@@ -454,7 +542,7 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
             raise CompareError(f"bad argument {arg!r}: expected key=value (e.g. seeds=0,1,2)")
         key, value = arg.split("=", 1)
         head = key.split(".", 1)[0]
-        if key in ("policies", "seeds", "group", "output_dir", "parallel", "recipe", "print_config"):
+        if key in ("policies", "seeds", "group", "output_dir", "parallel", "recipe", "print_config", "samplers"):
             special[key] = value
         elif key in ("policy", "seed", "wandb.group"):
             raise CompareError(f"{key}= is set per run by compare.py; use policies=, seeds= or group=")
@@ -477,6 +565,11 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
     if not seeds:
         raise CompareError("seeds= is empty (an unset shell variable?): expected training seeds separated by commas, "
                            "e.g. seeds=0,1,2 (or no seeds= for seed 0)")
+    if "samplers" in special:
+        if no_sampler := [p for p in policies if not has_samplers(p)]:
+            raise CompareError(f"samplers= applies to diffusion-type policies; {', '.join(no_sampler)} "
+                               "sample(s) no denoising loop (leave them out, or drop samplers=)")
+        check_samplers(special["samplers"], policies)  # a typo stops here, before the training
     given = dict(a.split("=", 1) for a in common)
     task, dataset_path = given.get("task", Config().task), given.get("dataset_path") or None
     recipe, note = comparison_recipe(special.get("recipe"), task, policies, dataset_path)
@@ -496,6 +589,47 @@ def plan_runs(argv: list[str]) -> tuple[Path, list[tuple[str, int, list[str]]]]:
     if note:  # said once the plan stands, so that a bad argument's error is the only line
         print(note, file=sys.stderr)
     return out_dir, plan
+
+
+def has_samplers(policy: str) -> bool:
+    """Whether a policy samples with a denoising loop (inference_scheduler / num_inference_steps)."""
+    from policy import get_spec
+
+    return any(f.name == "inference_scheduler" for f in dataclasses.fields(get_spec(policy).config_class))
+
+
+def check_samplers(text: str, policies: list[str]) -> None:
+    """Each sampler of `samplers=` is one every policy can run (its config accepts the scheduler and steps)."""
+    from common import ConfigError
+    from eval import parse_samplers
+    from policy import make_config
+
+    try:
+        samplers = parse_samplers(text)
+    except ConfigError as e:
+        raise CompareError(str(e)) from None
+    for policy in policies:
+        for name, steps in samplers:
+            try:
+                make_config(policy, obs_shapes={"state": (2,)}, action_dim=2, inference_scheduler=name,
+                            num_inference_steps=steps)
+            except ValueError as e:
+                raise CompareError(f"samplers={text}: {name}{'' if steps is None else '-' + str(steps)} is not a sampler of "
+                                   f"{policy}: {e}") from None
+
+
+def evaluate_samplers_of(run_dirs: list[Path], samplers: str) -> None:
+    """eval.py samplers=... on each finished run's last checkpoint, into <run>/eval/samplers (once: a run whose
+    samplers.json exists is left as it is)."""
+    import eval as eval_script
+
+    for run_dir in run_dirs:
+        where = run_dir / "eval" / "samplers"
+        if (where / SAMPLERS_FILE).is_file() or read_local_run(run_dir) is None:
+            continue
+        print(f"{run_dir}: evaluating samplers {samplers}")
+        eval_script.evaluate_samplers([f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+                                       f"output_dir={where}"], samplers)
 
 
 CORES_PER_RUN = 4  # CPU cores per run when compare.py runs them in parallel without GPUs
@@ -625,9 +759,13 @@ def command_run(argv: list[str]) -> int:
                 print(f"error: {cfg.output_dir}: {e}", file=sys.stderr)
                 failed.append(cfg.output_dir)
     run_dirs = [Path(resolve(o).config.output_dir) for _, _, o in plan]
+    sampler_list = next((a.split("=", 1)[1] for a in argv if a.startswith("samplers=")), None)
+    if sampler_list:
+        evaluate_samplers_of([d for d in run_dirs if d.exists()], sampler_list)
     runs, unfinished = collect_local([d for d in run_dirs if d.exists()])
     unfinished += [str(d) for d in run_dirs if not d.exists()]
-    write_report(runs, unfinished, out_dir, f"the output dirs under `{out_dir}`", str(out_dir))
+    samplers = collect_samplers([d / "eval" / "samplers" for d in run_dirs if (d / "eval" / "samplers").is_dir()])
+    write_report(runs, unfinished, out_dir, f"the output dirs under `{out_dir}`", str(out_dir), samplers)
     return 1 if failed or unfinished else 0
 
 
@@ -645,12 +783,14 @@ def command_report(argv: list[str]) -> int:
     if args.paths and args.wandb:
         raise CompareError("report: give run dirs or --wandb ENTITY/PROJECT, not both (a run synced to W&B would "
                            "count twice)")
+    samplers = []
     if args.wandb:
         runs, unfinished = collect_wandb_api(args.wandb, args.group)
         source = f"W&B project `{args.wandb}` (W&B's public API)"
         searched = f"W&B project {args.wandb}"
     else:
         runs, unfinished = collect_local(args.paths)
+        samplers = collect_samplers(args.paths)
         source = f"the run dirs' {CONFIG_FILE}, {HISTORY_FILE} and {EVAL_FILE}"
         searched = ", ".join(str(p) for p in args.paths)
     if args.group:
@@ -658,7 +798,7 @@ def command_report(argv: list[str]) -> int:
         runs = [r for r in runs if r.group in args.group]
         searched += f" (group {', '.join(args.group)}" + (f"; finished runs of other groups: {', '.join(other)})"
                                                            if other else ")")
-    write_report(runs, unfinished, args.out, source, searched)
+    write_report(runs, unfinished, args.out, source, searched, samplers)
     return 0
 
 

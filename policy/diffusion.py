@@ -204,8 +204,8 @@ class DiffusionPolicy(Policy):
             dtype=cond.dtype)
         x = sampler.denoise(lambda sample, timesteps: self.model(sample, timesteps, cond), x, generator)
         if isinstance(sampler, LinearSampler) and self.config.clip_sample:
-            # DDPM/DDIM clip every step's x0 to the normalized range; the linear solvers cannot, so the window is
-            # clipped once at the end (else a one-step solve can land far outside the data, 1/sqrt(a_T) ~ 100x).
+            # The solvers clip each x0 estimate, but their last step extrapolates from two of them (UniPC), which can
+            # leave [-1, 1]; DDPM's and DDIM's last step returns the clipped x0 itself.
             x = x.clamp(-1.0, 1.0)
         return self.normalizer.unnormalize("action", x)
 

@@ -156,30 +156,44 @@ def build_sampler(scheduler: DDPMScheduler | DDIMScheduler, num_inference_steps:
 class LinearSampler:
     """A deterministic multistep solver (DPM-Solver++, UniPC) as one matrix of coefficients.
 
-    With thresholding off, every step of these diffusers schedulers is a linear map with scalar coefficients of the
-    initial noise x_T and the model outputs so far (the x0 or epsilon conversions, the multistep extrapolation and
-    UniPC's corrector are all such combinations). So x after step i is
+    These diffusers schedulers (data-prediction form) first turn each model output into an x0 estimate, then every
+    step is a linear map with scalar coefficients of the initial noise x_T and the x0 estimates so far (the
+    multistep extrapolation and UniPC's corrector are such combinations). So x after step i is
 
-        x_{i+1} = coefficients[i, 0] * x_T + sum_{j <= i} coefficients[i, j + 1] * m_j,   m_j = model(x_j, timesteps[j])
+        x_{i+1} = coefficients[i, 0] * x_T + sum_{j <= i} coefficients[i, j + 1] * x0_j,
+        x0_j = clamp((x_j - sigma[j] * m_j) / alpha[j], -clip_range, clip_range),  m_j = model(x_j, timesteps[j])
 
-    The coefficients are found once by running the scheduler's own ``step`` on probe vectors (x_T = e_0, m_j = e_{j+1},
-    in float64): its output after step i *is* row i. The loop then does no host work per step, as ``Sampler``.
+    (x0_j = clamp(m_j) for a network predicting the sample; no clamp when ``clip_range`` is None). The clamp is
+    diffusers' thresholding with ``sample_max_value`` 1, which is exactly clipping to [-1, 1]; a network trained
+    with DDPM's ``clip_sample`` needs it, as DDPM and DDIM clip x0 at every step. The coefficients are found once by
+    running the scheduler's own ``step`` on probe vectors (x_T = e_0, x0_j = e_{j+1}, in float64, the scheduler set
+    to predict the sample): its output after step i *is* row i. The loop then does no host work per step.
     """
 
     kind: str  # "dpmsolver" or "unipc"
+    prediction_type: str  # "epsilon" or "sample": what the model outputs
+    clip_range: float | None  # None: x0 estimates are not clipped
     timesteps: Tensor  # (S,) int64
+    alpha: Tensor  # (S,) float32: the scheduler's alpha_t, sigma_t at each step (x0 from epsilon)
+    sigma: Tensor
     coefficients: Tensor  # (S, S + 1) float32, zero above the diagonal (+1)
 
     @property
     def num_steps(self) -> int:
         return len(self.timesteps)
 
+    def x0(self, i: int, model_output: Tensor, sample: Tensor) -> Tensor:
+        """Step i's x0 estimate (as the scheduler's ``convert_model_output``)."""
+        x0 = model_output if self.prediction_type == "sample" else \
+            (sample - self.sigma[i] * model_output) / self.alpha[i]
+        return x0 if self.clip_range is None else x0.clamp(-self.clip_range, self.clip_range)
+
     def denoise(self, model: Callable[[Tensor, Tensor], Tensor], sample: Tensor,
                 generator: torch.Generator | None = None) -> Tensor:
         """``model(x (B, T, D), timesteps (B,) int64) -> (B, T, D)``, x_T (B, T, D) -> x_0 (B, T, D); no noise drawn."""
         batch, terms = sample.shape[0], [sample]
         for i in range(self.num_steps):
-            terms.append(model(sample, self.timesteps[i].expand(batch)))
+            terms.append(self.x0(i, model(sample, self.timesteps[i].expand(batch)), sample))
             row = self.coefficients[i]
             sample = row[0] * terms[0]
             for j in range(1, i + 2):
@@ -197,8 +211,11 @@ def multistep_scheduler(kind: str, train_scheduler: DDPMScheduler):
     if kind not in MULTISTEP_SOLVERS:
         raise ValueError(f"multistep solver must be one of {MULTISTEP_SOLVERS}, got {kind!r}")
     cfg = train_scheduler.config
+    # clip_sample (DDPM's per-step clipping of x0 to [-1, 1]) becomes thresholding with sample_max_value 1: the same
+    # clipping (diffusers' _threshold_sample clamps its percentile s to [1, sample_max_value]).
     common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-                  prediction_type=cfg.prediction_type, thresholding=False)
+                  prediction_type=cfg.prediction_type, thresholding=bool(cfg.clip_sample),
+                  sample_max_value=float(cfg.clip_sample_range))
     if kind == "dpmsolver":
         return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
     return UniPCMultistepScheduler(solver_order=2, **common)
@@ -208,18 +225,34 @@ def build_linear_sampler(scheduler, num_inference_steps: int, kind: str, device:
                          dtype: torch.dtype = torch.float32) -> LinearSampler:
     """The LinearSampler of a deterministic diffusers scheduler (left unchanged: a copy is probed); coefficients in
     `dtype` (float64 for checks: at few steps they reach ~1e3 with opposite signs, 1/sqrt(a_T) at the first step)."""
-    if getattr(scheduler.config, "thresholding", False):
-        raise ValueError("dynamic thresholding is not linear: not supported")
-    scheduler = copy.deepcopy(scheduler)
-    scheduler.set_timesteps(num_inference_steps)
-    steps = len(scheduler.timesteps)
+    cfg = scheduler.config
+    if cfg.prediction_type not in ("epsilon", "sample"):
+        raise ValueError(f"prediction_type {cfg.prediction_type!r} is not supported ('epsilon' or 'sample')")
+    if getattr(cfg, "algorithm_type", "dpmsolver++") != "dpmsolver++" or not getattr(cfg, "predict_x0", True):
+        raise ValueError("only the data-prediction solvers are supported (DPM-Solver++, UniPC with predict_x0)")
+    clip_range = None
+    if cfg.thresholding:
+        if cfg.sample_max_value != 1.0:  # s is then a per-sample percentile: not a fixed clamp
+            raise ValueError(f"dynamic thresholding (sample_max_value {cfg.sample_max_value}) is not supported; "
+                             "only sample_max_value 1, i.e. clipping x0 to [-1, 1]")
+        clip_range = 1.0
+    timed = copy.deepcopy(scheduler)
+    timed.set_timesteps(num_inference_steps)
+    alpha, sigma = timed._sigma_to_alpha_sigma_t(timed.sigmas[:len(timed.timesteps)].to(torch.float32))
+    # The probe: the same scheduler predicting the sample, unclipped, so that its model outputs *are* the x0 terms.
+    probe = type(scheduler).from_config(cfg, prediction_type="sample", thresholding=False)
+    probe.set_timesteps(num_inference_steps)
+    steps = len(probe.timesteps)
     # Probe k is "batch" row k, shaped (B, T, D) = (steps + 1, 1, 1): the schedulers' einsums expect that rank.
     basis = torch.eye(steps + 1, dtype=torch.float64)[:, :, None, None]
     rows = []
     with torch.inference_mode(False), torch.no_grad():
         sample = basis[0]
-        for i, t in enumerate(scheduler.timesteps):
-            sample = scheduler.step(basis[i + 1], t, sample).prev_sample
+        for i, t in enumerate(probe.timesteps):
+            sample = probe.step(basis[i + 1], t, sample).prev_sample
             rows.append(sample.reshape(-1).clone())
-    return LinearSampler(kind=kind, timesteps=scheduler.timesteps.to(device=device, dtype=torch.int64),
+    return LinearSampler(kind=kind, prediction_type=cfg.prediction_type, clip_range=clip_range,
+                         timesteps=probe.timesteps.to(device=device, dtype=torch.int64),
+                         alpha=alpha.to(device=device, dtype=torch.float32),
+                         sigma=sigma.to(device=device, dtype=torch.float32),
                          coefficients=torch.stack(rows).to(device=device, dtype=dtype))

@@ -343,6 +343,11 @@ def test_report_needs_run_dirs_or_a_wandb_project(argv, message, capsys):
     (["policies=diffusion_unet", "lstm_gmm.policy.rnn_hidden_dim=8", "group=x"], "not in policies="),
     (["policies=diffusion_unet", "seeds=a", "group=x"], "seeds= must be integers"),
     (["policies=diffusion_unet", "recipe=nope", "group=x"], "recipe=nope: unknown"),
+    (["policies=diffusion_unet,lstm_gmm", "samplers=ddim-4", "group=x"], "samplers= applies to diffusion-type .*lstm_gmm"),
+    (["policies=diffusion_unet", "samplers=ddim-x", "group=x"], "'ddim-x' is not <scheduler>"),
+    (["policies=diffusion_unet", "samplers=ddim-4,euler-2", "group=x"],
+     "euler-2 is not a sampler of diffusion_unet: inference_scheduler must be one of ddpm, ddim"),
+    (["policies=flow_unet", "samplers=euler-0", "group=x"], "euler-0 is not a sampler of flow_unet"),
 ])
 def test_bad_run_arguments_say_what_is_wrong(argv, message):
     with pytest.raises(compare.CompareError, match=message):
@@ -387,3 +392,36 @@ def test_parallel_runs_are_the_same_runs_with_a_log_each(compared, demos, tmp_pa
     report = json.loads((tmp_path / "report.json").read_text())
     rows = {row["policy"]: row for row in json.loads((out / "report.json").read_text())["groups"][0]["policies"]}
     assert report["groups"][0]["policies"] == [rows["lstm_gmm"]]
+
+
+# ------------------------------------------------------------------------------------- samplers side by side
+
+
+def test_samplers_of_one_checkpoint_go_side_by_side_in_report_and_plot(demos, tmp_path, capsys):
+    """`run ... samplers=`: each run's checkpoint evaluated under those samplers; the report's table holds the same
+    numbers as eval.py's samplers.json, against the most-passes sampler, and samplers.png is drawn."""
+    out = tmp_path / "sampled"
+    tiny = [a for a in TINY if not a.startswith(("lstm_gmm.", "diffusion_unet."))] + \
+        tiny_unet_overrides("diffusion_unet.policy.", num_inference_steps=2)
+    assert compare.main(["run", "policies=diffusion_unet", "seeds=0", f"output_dir={out}", f"dataset_path={demos}",
+                         "samplers=ddim-4,dpmsolver-2,ddpm-8", *tiny]) == 0
+    table = json.loads((out / "diffusion_unet_seed0" / "eval" / "samplers" / "samplers.json").read_text())
+    assert [(r["sampler"], r["steps"]) for r in table["rows"]] == [("ddim", 4), ("dpmsolver", 2), ("ddpm", 8)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["samplers"][0]["rows"] == table["rows"]
+    text = (out / "report.md").read_text()
+    ddim = table["rows"][0]
+    vs = ddim["mean_max_reward"] - table["rows"][2]["mean_max_reward"]
+    assert "## samplers of one checkpoint" in text and "vs ddpm-8" in text
+    assert f"| ddim-4 | 4 | {ddim['mean_max_reward']:.3f}" in text and f"| {vs:+.3f} |" in text
+    image = matplotlib.image.imread(out / "samplers.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and np.ptp(image[..., :3]) > 0.5
+    # report alone on the eval folder: a sampler table is enough for a report; a broken one is named
+    capsys.readouterr()
+    assert compare.main(["report", str(out / "diffusion_unet_seed0" / "eval"), "--out", str(tmp_path / "r")]) == 0
+    assert "| dpmsolver-2 | 2 |" in (tmp_path / "r" / "report.md").read_text()
+    bad = tmp_path / "bad" / "samplers.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"rows": [{"sampler": "ddim"}]}))
+    assert compare.main(["report", str(bad.parent), "--out", str(tmp_path / "r2")]) == 2
+    assert f"{bad.resolve()}: expected eval.py's sampler table" in capsys.readouterr().err

@@ -245,7 +245,8 @@ def eps_like_model(dtype=torch.float32):
 @pytest.mark.parametrize("kind", ["dpmsolver", "unipc"])
 @pytest.mark.parametrize("steps", [1, 2, 3, 5, 10])
 @pytest.mark.parametrize("prediction", ["epsilon", "sample"])
-def test_multistep_solvers_equal_diffusers_step(kind, steps, prediction):
+@pytest.mark.parametrize("clip", [False, True])
+def test_multistep_solvers_equal_diffusers_step(kind, steps, prediction, clip):
     """The coefficient loop equals diffusers' step loop to 1e-6 of the size of the terms it sums.
 
     Both run in float32 (diffusers' solvers upcast every step to float32, whatever the sample's dtype). At few steps
@@ -253,20 +254,26 @@ def test_multistep_solvers_equal_diffusers_step(kind, steps, prediction):
     summation then differ by float32 rounding of those terms (~1e-7 of them), not of the result."""
     from policy.sampling import build_linear_sampler, multistep_scheduler
 
-    reference = multistep_scheduler(kind, make_scheduler("ddpm", prediction, False))
+    reference = multistep_scheduler(kind, make_scheduler("ddpm", prediction, clip))
+    assert reference.config.thresholding == clip  # clip_sample -> x0 clipped at every step (sample_max_value 1)
     ours = build_linear_sampler(reference, steps, kind)
+    assert ours.clip_range == (1.0 if clip else None)
     assert ours.coefficients.shape == (steps, steps + 1)
     assert torch.all(ours.coefficients[torch.triu(torch.ones(steps, steps + 1), diagonal=2).bool()] == 0)
-    model, terms = eps_like_model(), []
+    model, calls = eps_like_model(), []
     x_t = torch.randn(4, 16, 2, generator=torch.Generator().manual_seed(0))
 
     def recording(x, t):
-        terms.append(model(x, t))
-        return terms[-1]
+        calls.append((x, model(x, t)))
+        return calls[-1][1]
 
     got = ours.denoise(recording, x_t.clone())
     expected = diffusers_loop(reference, steps, model, x_t.clone(), None)
-    sizes = torch.stack([x_t.abs().max(), *[m.abs().max() for m in terms]])
+    x0s = [ours.x0(i, m, x) for i, (x, m) in enumerate(calls)]
+    if clip:  # the clamp took part: some unclipped estimate lies outside [-1, 1]
+        assert any((dataclasses.replace(ours, clip_range=None).x0(i, m, x).abs() > 1).any()
+                   for i, (x, m) in enumerate(calls))
+    sizes = torch.stack([x_t.abs().max(), *[x0.abs().max() for x0 in x0s]])
     scale = (ours.coefficients[-1].abs() * sizes).sum()
     assert (got - expected).abs().max() <= 1e-6 * scale, ((got - expected).abs().max(), scale)
     # the last step's largest coefficient off by 1e-4 of its value is seen
@@ -288,3 +295,17 @@ def test_the_policy_samples_with_a_multistep_solver_and_clips_the_window():
     assert window.shape == (3, 16, 2) and (window >= low - 1e-4).all() and (window <= high + 1e-4).all()
     with pytest.raises(ValueError, match="inference_scheduler must be one of ddpm, ddim, dpmsolver, unipc"):
         DiffusionConfig(obs_shapes=obs_shapes(), action_dim=2, inference_scheduler="euler")
+
+
+def test_multistep_solvers_refuse_dynamic_thresholding():
+    from diffusers import DPMSolverMultistepScheduler
+
+    from policy.sampling import build_linear_sampler
+
+    dynamic = DPMSolverMultistepScheduler(num_train_timesteps=100, thresholding=True, sample_max_value=2.0)
+    with pytest.raises(ValueError, match="dynamic thresholding .*sample_max_value 2.0.* only sample_max_value 1"):
+        build_linear_sampler(dynamic, 5, "dpmsolver")
+    with pytest.raises(ValueError, match="only the data-prediction solvers"):
+        build_linear_sampler(DPMSolverMultistepScheduler(num_train_timesteps=100, algorithm_type="dpmsolver",
+                                                             final_sigmas_type="sigma_min"), 5,
+                             "dpmsolver")
