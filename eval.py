@@ -159,6 +159,7 @@ def evaluate_into(output_dir: Path, checkpoint: str, ckpt: dict, cfg, task, devi
     run = start_wandb(cfg, output_dir, {"checkpoint": str(checkpoint), "step": ckpt["step"]},
                       run_id=f"eval-{output_dir.name}-{ckpt.get('wandb_run_id', 'run')}")
     run.log({"eval/mean_max_reward": result["mean_max_reward"], "eval/success_rate": result["success_rate"],
+             **{f"eval/{name}": result[name] for name in task.score_thresholds},
              "eval/chunk_ms_batch1": result["chunk_ms_batch1"],
              **{f"eval/{k}": v for k, v in (result["sampling"] or {}).items()}})
     if result["videos"]:

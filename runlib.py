@@ -538,5 +538,6 @@ def score_line(result: dict) -> str:
     """One line a person reads: the score and success rate with their 95% intervals."""
     lo, hi = result["mean_max_reward_ci95"]
     slo, shi = result["success_rate_ci95"]
+    extra = "".join(f", {name} {result[name]:.2f}" for name in ("p1", "p2") if name in result)  # Block Pushing
     return (f"mean max reward {result['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), success rate "
-            f"{result['success_rate']:.2f} (95% CI {slo:.2f}..{shi:.2f}) over {result['n_episodes']} episodes")
+            f"{result['success_rate']:.2f} (95% CI {slo:.2f}..{shi:.2f}){extra} over {result['n_episodes']} episodes")

@@ -507,7 +507,8 @@ def evaluate(run: Run, tag: str) -> dict:
     result = run_evaluation(run.ema.averaged if run.ema is not None else run.policy, run.task, run.cfg, run.device,
                             run.output_dir, tag)
     record(run, {"step": run.step, "eval/mean_max_reward": result["mean_max_reward"],
-                 "eval/success_rate": result["success_rate"]})
+                 "eval/success_rate": result["success_rate"],
+                 **{f"eval/{name}": result[name] for name in run.task.score_thresholds}})  # Block Pushing's p1, p2
     if tag != "final":  # the final score is in the closing summary
         tqdm.write(f"evaluation at step {run.step}: {score_line(result)}")
     if result["videos"]:
@@ -540,7 +541,9 @@ def finish(run: Run) -> dict:
     write_json(run.output_dir / "eval.json", summary)
     plot_curves(run.history, run.output_dir / "training_curve.png")
     run.wandb.summary.update({"final/mean_max_reward": result["mean_max_reward"],
-                              "final/success_rate": result["success_rate"], "run/wall_s": summary["wall_s"],
+                              "final/success_rate": result["success_rate"],
+                              **{f"final/{name}": result[name] for name in run.task.score_thresholds},
+                              "run/wall_s": summary["wall_s"],
                               "run/hardware": run.machine, "run/recipe": run.cfg.recipe})
     run.wandb.finish()
     print(f"final: {score_line(result)}")
@@ -657,8 +660,11 @@ def run_summary(cfg: Config, summary: dict, output_dir: Path, last_path: Path, b
         "",
         f"== {cfg.task} / {cfg.policy}: {summary['step']} steps in {summary['wall_s'] / 60:.1f} min on "
         f"{summary['hardware']}{data}",
-        f"   score (mean max coverage) {summary['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), "
-        f"success {summary['success_rate']:.0%} (95% CI {slo:.0%}..{shi:.0%}) over {n} evaluation episodes",
+        f"   score ({'mean episode return' if 'p2' in summary else 'mean max coverage'}) "
+        f"{summary['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), "
+        f"success {summary['success_rate']:.0%} (95% CI {slo:.0%}..{shi:.0%})"
+        + (f", p1 {summary['p1']:.2f}, p2 {summary['p2']:.2f}" if "p2" in summary else "")
+        + f" over {n} evaluation episodes",
         f"   videos      {output_dir / 'videos' / 'final'} ({len(videos)} mp4)",
         f"   curve       {output_dir / 'training_curve.png'}",
         f"   checkpoint  {last_path} (best evaluation: {best_path.name})",

@@ -1,7 +1,8 @@
 """Every sampler side by side on real Push-T keypoint data: one network size, one training budget.
 
-    .venv/bin/python bench/bench_sampling.py [--out outputs/bench_sampling] [--steps 10000] [--distill-steps 3000]
-                                             [--phases train eval latency table] [--quick]
+    .venv/bin/python bench/bench_sampling.py [--out outputs/bench_sampling] [--steps 10000] [--distill-steps 6000]
+                                             [--phases train eval latency runtimes table]
+                                             [--quick]
 
 train    python train.py for a DDPM teacher (diffusion_unet) and a flow-matching policy (flow_unet) with the same UNet
          [32, 64, 128] (step embedding 128), batch 64, learning rate 5e-4, `--steps` steps on ../shared/data/pusht.zip
@@ -12,6 +13,9 @@ eval     python eval.py samplers=... on each checkpoint, 50 episodes on the 50 e
 latency  one action chunk (predict_action) at batch 1 and 50: median and 99th percentile over 200 calls (50 for
          DDPM-100 at batch 50), idle and next to a busy torch job (a matmul loop on every core in another process);
          torch threads as eval.py chooses them (the cores free when the measurement starts).
+runtimes one-pass and two-pass chunks (consistency-1, euler-1, euler-2) at batch 1 through eager PyTorch,
+         torch.compile, ONNX Runtime and OpenVINO (the same exported .onnx), on 1 and 2 threads, idle and next to a
+         busy job: median and 99th percentile; OpenVINO only when it is installed (pip install openvino)
 table    the table (markdown and JSON) in --out: passes per chunk, scores, latencies, ratios to DDPM-100, and the
          training wall time of each network (distillation: its own time plus the teacher's).
 --quick: 300 training steps, 100 distillation steps, 4 episodes, 20 latency calls (a smoke run, tests/test_bench.py).
@@ -134,6 +138,97 @@ def latency_phase(out: Path, calls: int) -> dict:
     return rows
 
 
+RUNTIME_SAMPLERS = {"consistency": ["consistency-1"], "flow": ["euler-1", "euler-2"]}
+
+
+def percentiles(fn, calls: int) -> dict:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))]}
+
+
+def runtimes_phase(out: Path, calls: int) -> dict:
+    """One chunk at batch 1 through each runtime; the graph is policy/export.py's (what export.py writes)."""
+    import torch
+
+    from policy.export import ChunkFunction, export_onnx, onnx_session
+    from runlib import load_checkpoint, policy_from_checkpoint
+
+    try:
+        import openvino
+    except ImportError:
+        openvino = None
+    rows = {}
+    for model, samplers in RUNTIME_SAMPLERS.items():
+        path = out / model / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(path)
+        for sampler in samplers:
+            name, steps = sampler.split("-")
+            policy = policy_from_checkpoint(ckpt, path, config_overrides={
+                "inference_scheduler": name, "num_inference_steps": int(steps)}).eval()
+            fn = ChunkFunction(policy)
+            example = fn.example()
+            onnx_path = export_onnx(policy, out / "onnx" / f"{sampler}.onnx")
+            feeds = {k: x.numpy() for k, x in zip([*fn.keys, "noise"], example)}
+            with torch.inference_mode():
+                expected = fn(*example).numpy()
+            compiled = torch.compile(fn)
+            with torch.inference_mode():
+                start = time.perf_counter()
+                compiled(*example)
+                compile_s = time.perf_counter() - start
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                session = onnx_session(onnx_path, threads)
+                runners = {"eager PyTorch": lambda: fn(*example), "torch.compile": lambda: compiled(*example),
+                           "ONNX Runtime": lambda: session.run(None, feeds)}
+                if openvino is not None:
+                    ov_model = openvino.Core().compile_model(str(onnx_path), "CPU", {
+                        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+                    ov_request = ov_model.create_infer_request()
+                    got = ov_request.infer(feeds)[ov_model.output(0)]
+                    error = float(abs(got - expected).max())
+                    if error > 1e-3 * max(1.0, float(abs(expected).max())):
+                        sys.exit(f"error: OpenVINO's {sampler} chunk differs from PyTorch's by {error:.2e}")
+                    runners["OpenVINO"] = lambda: ov_request.infer(feeds)
+                for condition in ("idle", "busy"):
+                    job = busy_job() if condition == "busy" else None
+                    try:
+                        if job:
+                            time.sleep(3)
+                        for runtime, run_once in runners.items():
+                            with torch.inference_mode():
+                                result = percentiles(run_once, calls)
+                            rows.setdefault(sampler, {}).setdefault(runtime, {})[
+                                f"{condition} {threads} thread{'s' if threads > 1 else ''}"] = result
+                            print(f"runtimes {sampler} {runtime} {threads} thread(s) {condition}: "
+                                  f"{result['median_ms']:.2f} ms (p99 {result['p99_ms']:.2f})", flush=True)
+                    finally:
+                        if job:
+                            job.kill()
+                            job.wait()
+            rows[sampler]["torch.compile"]["compile_s"] = compile_s
+    (out / "runtimes.json").write_text(json.dumps(rows, indent=1))
+    conditions = ["idle 1 thread", "idle 2 threads", "busy 1 thread", "busy 2 threads"]
+    lines = ["| chunk | runtime | " + " | ".join(f"b1 {c} (p99)" for c in conditions) + " | vs eager, idle 1 thread |",
+             "|" + "---|" * (3 + len(conditions))]
+    for sampler, by_runtime in rows.items():
+        eager = by_runtime["eager PyTorch"]["idle 1 thread"]["median_ms"]
+        for runtime, r in by_runtime.items():
+            cells = " | ".join(f"{r[c]['median_ms']:.2f} ({r[c]['p99_ms']:.2f})" for c in conditions)
+            lines.append(f"| {sampler} | {runtime} | {cells} | {eager / r['idle 1 thread']['median_ms']:.1f}x |")
+    text = "\n".join(lines) + "\n"
+    (out / "runtimes.md").write_text(text)
+    print(text)
+    return rows
+
+
 def table_phase(out: Path) -> str:
     latency = json.loads((out / "latency.json").read_text())
     wall = {m: json.loads((out / m / "eval.json").read_text()).get("wall_s") for m in SAMPLERS}
@@ -173,10 +268,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_sampling")
     parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--distill-steps", type=int, default=3000)
+    parser.add_argument("--distill-steps", type=int, default=6000)
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--phases", nargs="*", default=["train", "eval", "latency", "table"])
+    parser.add_argument("--phases", nargs="*", default=["train", "eval", "latency", "runtimes", "table"])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -190,6 +285,8 @@ def main() -> int:
         eval_phase(args.out, args.episodes)
     if "latency" in args.phases:
         latency_phase(args.out, args.calls)
+    if "runtimes" in args.phases:
+        runtimes_phase(args.out, args.calls)
     if "table" in args.phases:
         print(table_phase(args.out))
     return 0

@@ -13,19 +13,16 @@ Each step stores what was observed before the action, as in the published `pusht
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from envs.pusht import PushTEnv
 from envs.pusht.demonstrator import PushTDemonstrator
 
-from common import ArgumentParser, ConfigError, on_interrupt, run_cli
-from common.processes import worker_pool
-from datasets import ReplayBuffer
-from datasets.replay_buffer import IN_PROGRESS, ReplayBufferError
+from common import ArgumentParser, run_cli
+
+from .seeded import generate_seeded
 
 
 class EpisodeRecorder:
@@ -65,61 +62,11 @@ def scripted_episode(seed: int, max_steps: int = 300) -> tuple[dict[str, np.ndar
 
 def generate(output: str | Path, n_episodes: int, first_seed: int = 0, workers: int | None = None,
              overwrite: bool = False, keep_failures: bool = False) -> dict:
-    """Record demonstrations on seeds first_seed, first_seed+1, ... until `n_episodes` are saved.
-
-    Failed episodes (no success within 300 steps) are skipped unless `keep_failures`. Episodes are written in seed
-    order as they finish. An interrupted run (Ctrl-C, SIGTERM, a kill) leaves a readable buffer of the finished
-    episodes marked unfinished; the same call afterwards continues it from the next seed, and gives the same
-    buffer as an uninterrupted run. The worker processes die with this one.
-    """
-    if n_episodes < 1:
-        raise ConfigError(f"--episodes {n_episodes}: expected at least 1 episode to record")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers {workers}: expected at least 1 process")
-    workers = workers or max(1, min(os.cpu_count() or 1, n_episodes))  # one episode per core at a time
-    plan = {"command": "demos.pusht", "episodes": n_episodes, "first_seed": first_seed,
-            "keep_failures": keep_failures}
-    with ReplayBuffer.create_or_continue(output, plan, overwrite=overwrite) as buffer:
-        progress = buffer.attrs[IN_PROGRESS]
-        seeds_saved, failed = list(progress.get("seeds", [])), list(progress.get("failed_seeds", []))
-        pending = progress.get("pending")
-        if pending is not None and buffer.n_episodes == len(seeds_saved) + 1:
-            seeds_saved.append(pending)  # stopped after the episode was written, before its seed was noted
-        if buffer.n_episodes != len(seeds_saved):
-            raise ReplayBufferError(f"{output}: {buffer.n_episodes} episodes but {len(seeds_saved)} seeds noted; "
-                                    "the buffer was changed by another program: --overwrite to record it again")
-        saved = len(seeds_saved)
-        seed = max([first_seed - 1, *seeds_saved, *failed]) + 1
-        if saved:
-            print(f"{output}: continuing an unfinished run at episode {saved + 1} of {n_episodes} (seed {seed})")
-
-        def note(again: str) -> str:
-            return (f"{buffer.n_episodes} of {n_episodes} episodes are saved in {buffer.source} (unfinished); "
-                    f"`{again}` continues from the next one")
-
-        with on_interrupt(note), worker_pool(workers) as pool, tqdm(
-            total=n_episodes, initial=saved, desc="demonstrations", unit="episode"
-        ) as bar:
-            while saved < n_episodes:
-                seeds = list(range(seed, seed + (n_episodes - saved)))
-                seed += len(seeds)
-                for s, (episode, success) in zip(seeds, pool.imap(scripted_episode, seeds)):
-                    if (success or keep_failures) and saved < n_episodes:
-                        buffer.update_attrs(**{IN_PROGRESS: {**buffer.attrs[IN_PROGRESS], "pending": s}})
-                        buffer.add_episode(episode)
-                        seeds_saved.append(s)
-                        saved += 1
-                        bar.update(1)
-                    if not success:
-                        failed.append(s)
-                    buffer.update_attrs(**{IN_PROGRESS: {**buffer.attrs[IN_PROGRESS], "seeds": seeds_saved,
-                                                         "failed_seeds": failed, "pending": None}})
-                    if saved >= n_episodes:
-                        break
-                if len(failed) > n_episodes:  # the demonstrator is broken; do not loop forever
-                    raise RuntimeError(f"{output}: {len(failed)} scripted episodes failed (seeds {failed[:10]}...)")
-        buffer.finish_writing()
-    return {"output": str(output), "episodes": saved, "failed_seeds": failed, "last_seed": seeds_saved[-1]}
+    """Record demonstrations on seeds first_seed, first_seed+1, ... until `n_episodes` are saved (failed episodes,
+    no success within 300 steps, are skipped unless `keep_failures`); interrupted, the same call continues it
+    (demos/seeded.py)."""
+    return generate_seeded(output, n_episodes, scripted_episode, "demos.pusht", first_seed, workers, overwrite,
+                           keep_failures)
 
 
 def main(argv: list[str] | None = None) -> int:

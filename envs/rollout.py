@@ -109,13 +109,20 @@ def bootstrap_mean_interval(x: np.ndarray, level: float = 0.95, resamples: int =
     return [float(max(lower, x.min())), float(min(upper, x.max()))]
 
 
-def summarize(results: list[EpisodeResult]) -> dict:
-    """Success rate with its 95% Wilson score interval; mean max reward with a 95% percentile-bootstrap interval
-    (both stay inside [0, 1]: see wilson_interval and bootstrap_mean_interval)."""
+def summarize(results: list[EpisodeResult], thresholds: dict | None = None) -> dict:
+    """Success rate with its 95% Wilson score interval; mean max reward (the episode score: see Task.episode_score)
+    with a 95% percentile-bootstrap interval (both stay inside [0, 1]: see wilson_interval and
+    bootstrap_mean_interval); for each of `thresholds` ({name: value}), the fraction of episodes scoring above the
+    value, with its Wilson interval (Block Pushing's p1, p2)."""
     max_rewards = np.array([r.max_reward for r in results], dtype=np.float64)
     successes = np.array([r.success for r in results], dtype=np.float64)
+    above = {}
+    for name, value in (thresholds or {}).items():
+        hits = int((max_rewards > value).sum())
+        above[name], above[f"{name}_ci95"] = hits / len(results), wilson_interval(hits, len(results))
 
     return {
+        **above,
         "n_episodes": len(results),
         "success_rate": float(successes.mean()),
         "success_rate_ci95": wilson_interval(int(successes.sum()), len(results)),
@@ -190,7 +197,7 @@ def evaluate(
             policy.reset()
             history = deque([task.obs_from_env(obs)] * obs_horizon, maxlen=obs_horizon)
             done = np.zeros(n, dtype=bool)
-            max_reward = np.zeros(n)
+            max_reward, episode_return = np.zeros(n), np.zeros(n)
             success = np.zeros(n, dtype=bool)
             length = np.zeros(n, dtype=np.int64)
             while not done.all():
@@ -207,7 +214,11 @@ def evaluate(
                 for t in range(chunk.shape[1]):
                     obs, reward, terminated, truncated, info = envs.step(chunk[:, t])
                     active = ~done
-                    max_reward[active] = np.maximum(max_reward[active], reward[active])
+                    if task.episode_score == "return":  # rewards are >= 0: the running return's max is the return
+                        episode_return[active] += reward[active]
+                        max_reward[active] = episode_return[active]
+                    else:
+                        max_reward[active] = np.maximum(max_reward[active], reward[active])
                     success[active] |= np.asarray(info["is_success"], dtype=bool)[active]
                     length[active] += 1
                     done |= terminated | truncated
@@ -235,7 +246,7 @@ def evaluate(
         bar.close()
         if envs is not None:
             envs.close()
-    summary = summarize(results)
+    summary = summarize(results, task.score_thresholds)
     summary["videos"] = videos
     if video_errors:
         summary["video_errors"] = video_errors
