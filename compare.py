@@ -60,6 +60,7 @@ import numpy as np
 from common import ArgumentParser, StackError, TrainingError, on_interrupt, run_cli
 
 SCORE, SUCCESS = "eval/mean_max_reward", "eval/success_rate"
+FINAL_EXTRAS = ("p1", "p2")  # Block Pushing's scores of the final evaluation (one block / both in a target)
 LAST_N = 10  # the paper's "mean of the last 10 checkpoints"
 REPO = Path(__file__).resolve().parent
 
@@ -104,7 +105,8 @@ class Run:
         successes = [e[2] for e in self.evals]
         return {"score_max": max(scores), "score_last10": float(np.mean(scores[-LAST_N:])),
                 "success_max": max(successes), "success_last10": float(np.mean(successes[-LAST_N:])),
-                "final_score": self.final["mean_max_reward"], "final_success": self.final["success_rate"]}
+                "final_score": self.final["mean_max_reward"], "final_success": self.final["success_rate"],
+                **{f"final_{k}": self.final[k] for k in FINAL_EXTRAS if k in self.final}}
 
 
 def eval_points(rows) -> list[tuple[int, float, float]]:
@@ -185,7 +187,8 @@ def local_run(run_dir: Path) -> tuple[Run | None, str]:
                policy=saved["policy"], seed=int(saved["seed"]), recipe=saved.get("recipe") or final.get("recipe"),
                steps=int(last), evals=evals,
                final={"mean_max_reward": float(final["mean_max_reward"]),
-                      "success_rate": float(final["success_rate"])},
+                      "success_rate": float(final["success_rate"]),
+                      **{k: float(final[k]) for k in FINAL_EXTRAS if k in final}},
                wall_s=final.get("wall_s"), hardware=final.get("hardware")), ""
 
 
@@ -362,7 +365,7 @@ def summarize(runs: list[Run]) -> list[dict]:
                          "n_seeds": len(seed_runs), "seeds": seeds,
                          "duplicate_seeds": sorted({s for s in seeds if seeds.count(s) > 1}),
                          "n_evaluations": [len(r.evals) for r in seed_runs], "steps": [r.steps for r in seed_runs],
-                         **{k: mean_std([s[k] for s in stats]) for k in stats[0]},
+                         **{k: mean_std([s[k] for s in stats]) for k in stats[0] if all(k in s for s in stats)},
                          "curve": curve(seed_runs)})
         recipes = {row["policy"]: row["recipes"] for row in rows}
         out.append({"group": group, "task": task, "recipes": recipes,
@@ -406,14 +409,17 @@ def markdown(summary: list[dict], runs: list[Run], unfinished: list[str], source
         lines += [f"## group `{g['group'] or '(none)'}`, task `{g['task']}`", ""]
         if warning := recipe_warning(g):
             lines += [warning, ""]
+        extras = [k for k in FINAL_EXTRAS if any(f"final_{k}" in row for row in g["policies"])]
         lines += ["| policy | recipe | seeds | score max | score last 10 | success max | success last 10 | final score "
-                  "| evaluations per seed | steps |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  + "".join(f"| final {k} " for k in extras) + "| evaluations per seed | steps |",
+                  "|---|---|---|---|---|---|---|---|" + "---|" * len(extras) + "---|---|"]
         for row in g["policies"]:
             seeds = f"{row['n_seeds']} ({', '.join(map(str, row['seeds']))})"
+            extra = "".join(f"{fmt(row[f'final_{k}']) if f'final_{k}' in row else '-'} | " for k in extras)
             lines.append(f"| {row['policy']} | {', '.join(row['recipes'])} | {seeds} | {fmt(row['score_max'])} | "
                          f"{fmt(row['score_last10'])} | {fmt(row['success_max'])} | {fmt(row['success_last10'])} | "
-                         f"{fmt(row['final_score'])} | {', '.join(map(str, sorted(set(row['n_evaluations']))))} | "
+                         f"{fmt(row['final_score'])} | {extra}"
+                         f"{', '.join(map(str, sorted(set(row['n_evaluations']))))} | "
                          f"{', '.join(map(str, sorted(set(row['steps']))))} |")
             if row["duplicate_seeds"]:
                 lines.append(f"\nwarning: {row['policy']} has more than one run for seeds {row['duplicate_seeds']}\n")
@@ -614,8 +620,8 @@ def check_samplers(text: str, policies: list[str]) -> None:
                 make_config(policy, obs_shapes={"state": (2,)}, action_dim=2, inference_scheduler=name,
                             num_inference_steps=steps)
             except ValueError as e:
-                raise CompareError(f"samplers={text}: {name}{'' if steps is None else '-' + str(steps)} is not a sampler of "
-                                   f"{policy}: {e}") from None
+                label = name if steps is None else f"{name}-{steps}"
+                raise CompareError(f"samplers={text}: {label} is not a sampler of {policy}: {e}") from None
 
 
 def evaluate_samplers_of(run_dirs: list[Path], samplers: str) -> None:

@@ -129,8 +129,11 @@ for _name, _task in TASKS.items():
         PAIR_PRESETS[(_name, "ibc")] = {"training.batch_size": 128}  # the reference's image IBC batch
     if _name.startswith("pusht") and not _image:
         PAIR_PRESETS[(_name, "diffusion_transformer")] = _PUSHT_STATE_TRANSFORMER
-    if not _name.startswith("pusht"):
+    if _task.robomimic_env:
         PAIR_PRESETS[(_name, "diffusion_transformer")] = {"policy.horizon": 10}  # Tp 10 on robomimic, 16 on Push-T
+    if _name == "blockpush_lowdim":  # the reference's block pushing transformer: Tp 5, To 3, Ta 1 (closed loop)
+        PAIR_PRESETS[(_name, "diffusion_transformer")] = {"policy.horizon": 5, "policy.obs_horizon": 3,
+                                                          "policy.action_horizon": 1}
     for _flow, _diffusion in (("flow_unet", "diffusion_unet"), ("flow_transformer", "diffusion_transformer")):
         if (_name, _diffusion) in PAIR_PRESETS:  # flow matching: the same networks, the same presets
             PAIR_PRESETS[(_name, _flow)] = PAIR_PRESETS[(_name, _diffusion)]

@@ -50,7 +50,7 @@ from config import (Config, Resolved, check_policy_config, flatten, renamed_valu
                     resume_differences)
 from datasets import Normalizer, ReplayBuffer, StepBatches, WindowDataset, make_loader, split_episodes  # noqa: E402
 from datasets.replay_buffer import IN_PROGRESS  # noqa: E402
-from envs.tasks import Task, get_task  # noqa: E402
+from envs.tasks import Task, get_task, import_blockpush  # noqa: E402
 from policy import EMA, get_spec  # noqa: E402
 from policy.batch_share import batch_share  # noqa: E402
 from runlib import (REPO, NoRun, Ranks, ThreadGovernor, barrier, check_resumable, check_wandb_online,  # noqa: E402
@@ -567,6 +567,8 @@ def train(run_config: Resolved | Config, prepare: Callable[[Run], None] | None =
     main_process = int(os.environ.get("RANK") or 0) == 0
     if main_process:
         check_wandb_online(resolved.config.wandb.mode)  # a login or network missing: say so before any data is read
+        if get_task(resolved.config.task).env_id == "BlockPush-v0":  # an optional extra: before, not after, training
+            import_blockpush()
     with DirLock(prepare_output_dir(output_dir)) if main_process else contextlib.nullcontext():
         run = setup(resolved)
         if prepare is not None:

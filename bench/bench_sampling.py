@@ -189,8 +189,11 @@ def runtimes_phase(out: Path, calls: int) -> dict:
                 runners = {"eager PyTorch": lambda: fn(*example), "torch.compile": lambda: compiled(*example),
                            "ONNX Runtime": lambda: session.run(None, feeds)}
                 if openvino is not None:
+                    # f32 as the others: on a CPU with bf16 units OpenVINO otherwise runs in bf16 (seen here: the
+                    # chunk off by 1.6 Push-T pixels)
                     ov_model = openvino.Core().compile_model(str(onnx_path), "CPU", {
-                        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+                        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                        "INFERENCE_PRECISION_HINT": "f32"})
                     ov_request = ov_model.create_infer_request()
                     got = ov_request.infer(feeds)[ov_model.output(0)]
                     error = float(abs(got - expected).max())

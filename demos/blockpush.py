@@ -51,6 +51,9 @@ def oracle_episode(seed: int, max_steps: int = EPISODE_STEPS) -> tuple[dict[str,
 def generate(output: str | Path, n_episodes: int, first_seed: int = 0, workers: int | None = None,
              overwrite: bool = False, keep_failures: bool = False) -> dict:
     """Record `n_episodes` oracle demonstrations on seeds first_seed, first_seed+1, ... (demos/seeded.py)."""
+    from envs.tasks import import_blockpush
+
+    import_blockpush()  # pybullet is an optional extra: said here, not as a traceback from a worker process
     return generate_seeded(output, n_episodes, oracle_episode, "demos.blockpush", first_seed, workers, overwrite,
                            keep_failures)
 
