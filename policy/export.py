@@ -8,8 +8,9 @@ the sampler unrolled, the normalizer. Samplers that draw no noise after the firs
 step, flow matching's Euler / midpoint, DPM-Solver++, UniPC) give the same actions as `predict_action` from the
 same noise; DDPM (noise at every step), chained consistency steps and DDIM (the exporter fails on its loop) are
 refused, naming what exports instead. Why ONNX Runtime: measured on
-2 CPU cores at batch 1 for a one-pass chunk of the UNet [32, 64, 128], eager PyTorch 1.89 ms, torch.compile
-1.40 ms (after a 25 s compile), ONNX Runtime 0.78 ms (docs/sampling.md). `<output>.json` beside it names inputs,
+2 CPU cores at batch 1 for a one-pass chunk of the UNet [32, 64, 128], one thread, eager PyTorch 4.0-4.4 ms,
+torch.compile 2.4-2.7 ms (after a ~25 s compile), OpenVINO 1.3-1.4 ms, ONNX Runtime 1.0-1.5 ms, and ONNX Runtime
+kept that next to a busy job (docs/sampling.md, "The batch-1 chunk near the hardware"). `<output>.json` beside it names inputs,
 shapes and the sampler. export.py checks ONNX Runtime's actions against PyTorch's (1e-4) and prints both
 latencies.
 """
