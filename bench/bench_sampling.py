@@ -89,22 +89,19 @@ def busy_job() -> subprocess.Popen:
 
 
 def chunk_times(policy, batch: int, calls: int) -> list[float]:
+    """Milliseconds of `calls` predict_action calls at `batch` (3 untimed first)."""
     import torch
+
+    from policy.export import call_times_ms
 
     cfg = policy.config
     obs = {k: torch.zeros((batch, cfg.obs_horizon, *shape)) for k, shape in cfg.obs_shapes.items()}
-    times = []
     with torch.inference_mode():
-        for i in range(calls + 3):
-            start = time.perf_counter()
-            policy.predict_action(obs)
-            if i >= 3:
-                times.append((time.perf_counter() - start) * 1000)
-    return times
+        return call_times_ms(lambda: policy.predict_action(obs), calls, warmup=3)
 
 
 def latency_phase(out: Path, calls: int) -> dict:
-    from runlib import load_checkpoint, policy_from_checkpoint, set_torch_threads
+    from runlib import load_checkpoint, set_torch_threads
 
     rows = {}
     for condition in ("idle", "busy"):
@@ -118,15 +115,12 @@ def latency_phase(out: Path, calls: int) -> dict:
                 ckpt = load_checkpoint(path)
                 for sampler in samplers:
                     name, steps = sampler.split("-")
-                    policy = policy_from_checkpoint(ckpt, path, config_overrides={
-                        "inference_scheduler": name, "num_inference_steps": int(steps)})
+                    policy = sampler_policy(ckpt, path, sampler)
                     for batch in (1, 50):
                         n = calls if not (batch == 50 and int(steps) * (2 if name == "midpoint" else 1) >= 50) \
                             else max(10, calls // 4)
-                        t = sorted(chunk_times(policy, batch, n))
                         rows.setdefault(sampler, {})[f"{condition} b{batch}"] = {
-                            "median_ms": statistics.median(t), "p99_ms": t[min(len(t) - 1, int(0.99 * len(t)))],
-                            "calls": n, "threads": threads}
+                            **percentiles(chunk_times(policy, batch, n)), "calls": n, "threads": threads}
                     print(f"latency {condition} {sampler}: {rows[sampler][f'{condition} b1']['median_ms']:.2f} ms "
                           f"(batch 1), {rows[sampler][f'{condition} b50']['median_ms']:.1f} ms (batch 50)",
                           flush=True)
@@ -141,24 +135,26 @@ def latency_phase(out: Path, calls: int) -> dict:
 RUNTIME_SAMPLERS = {"consistency": ["consistency-1"], "flow": ["euler-1", "euler-2"]}
 
 
-def percentiles(fn, calls: int) -> dict:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
+def percentiles(times: list[float]) -> dict:
+    times = sorted(times)
     return {"median_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(0.99 * len(times)))]}
+
+
+def sampler_policy(ckpt: dict, path: Path, sampler: str):
+    """The checkpoint's policy sampling with `sampler` ("<scheduler>-<steps>", e.g. "ddim-10")."""
+    from runlib import policy_from_checkpoint
+
+    name, steps = sampler.split("-")
+    return policy_from_checkpoint(ckpt, path, config_overrides={"inference_scheduler": name,
+                                                                 "num_inference_steps": int(steps)}).eval()
 
 
 def runtimes_phase(out: Path, calls: int) -> dict:
     """One chunk at batch 1 through each runtime; the graph is policy/export.py's (what export.py writes)."""
     import torch
 
-    from policy.export import ChunkFunction, export_onnx, onnx_session
-    from runlib import load_checkpoint, policy_from_checkpoint
+    from policy.export import ChunkFunction, call_times_ms, export_onnx, onnx_session
+    from runlib import load_checkpoint
 
     try:
         import openvino
@@ -169,9 +165,7 @@ def runtimes_phase(out: Path, calls: int) -> dict:
         path = out / model / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(path)
         for sampler in samplers:
-            name, steps = sampler.split("-")
-            policy = policy_from_checkpoint(ckpt, path, config_overrides={
-                "inference_scheduler": name, "num_inference_steps": int(steps)}).eval()
+            policy = sampler_policy(ckpt, path, sampler)
             fn = ChunkFunction(policy)
             example = fn.example()
             onnx_path = export_onnx(policy, out / "onnx" / f"{sampler}.onnx")
@@ -207,7 +201,7 @@ def runtimes_phase(out: Path, calls: int) -> dict:
                             time.sleep(3)
                         for runtime, run_once in runners.items():
                             with torch.inference_mode():
-                                result = percentiles(run_once, calls)
+                                result = percentiles(call_times_ms(run_once, calls))
                             rows.setdefault(sampler, {}).setdefault(runtime, {})[
                                 f"{condition} {threads} thread{'s' if threads > 1 else ''}"] = result
                             print(f"runtimes {sampler} {runtime} {threads} thread(s) {condition}: "

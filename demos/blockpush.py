@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ArgumentParser, run_cli
+from common import run_cli
 
-from .seeded import generate_seeded
+from .seeded import generate_seeded, seeded_cli
 
 EPISODE_STEPS = 350
 
@@ -59,17 +59,8 @@ def generate(output: str | Path, n_episodes: int, first_seed: int = 0, workers: 
 
 
 def _main(argv: list[str]) -> None:
-    g = ArgumentParser(description="Record scripted Block Pushing demonstrations into a replay buffer.")
-    g.add_argument("--output", required=True, help="replay buffer to create (.zarr directory or .zip)")
-    g.add_argument("--episodes", type=int, default=1000)
-    g.add_argument("--first-seed", type=int, default=0, help="seeds first..: keep them apart from 100000.. (eval)")
-    g.add_argument("--workers", type=int, default=None)
-    g.add_argument("--overwrite", action="store_true")
-    g.add_argument("--keep-failures", action="store_true", help="keep episodes that did not place both blocks")
-    args = g.parse_args(argv)
-    result = generate(args.output, args.episodes, args.first_seed, args.workers, args.overwrite, args.keep_failures)
-    print(f"saved {result['episodes']} episodes to {result['output']}; "
-          f"failed seeds skipped: {result['failed_seeds'] or 'none'}")
+    seeded_cli(argv, "Record scripted Block Pushing demonstrations into a replay buffer.", 1000, generate,
+               "keep episodes that did not place both blocks")
 
 
 def main(argv: list[str] | None = None) -> int:

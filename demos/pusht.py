@@ -20,9 +20,9 @@ import numpy as np
 from envs.pusht import PushTEnv
 from envs.pusht.demonstrator import PushTDemonstrator
 
-from common import ArgumentParser, run_cli
+from common import run_cli
 
-from .seeded import generate_seeded
+from .seeded import generate_seeded, seeded_cli
 
 
 class EpisodeRecorder:
@@ -74,17 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> None:
-    g = ArgumentParser(description="Record scripted Push-T demonstrations into a replay buffer.")
-    g.add_argument("--output", required=True, help="replay buffer to create (.zarr directory or .zip)")
-    g.add_argument("--episodes", type=int, default=200)
-    g.add_argument("--first-seed", type=int, default=0, help="seeds first..: keep them apart from 100000.. (eval)")
-    g.add_argument("--workers", type=int, default=None)
-    g.add_argument("--overwrite", action="store_true")
-    g.add_argument("--keep-failures", action="store_true")
-    args = g.parse_args(argv)
-    result = generate(args.output, args.episodes, args.first_seed, args.workers, args.overwrite, args.keep_failures)
-    print(f"saved {result['episodes']} episodes to {result['output']}; "
-          f"failed seeds skipped: {result['failed_seeds'] or 'none'}")
+    seeded_cli(argv, "Record scripted Push-T demonstrations into a replay buffer.", 200, generate)
 
 
 if __name__ == "__main__":

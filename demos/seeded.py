@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common import ConfigError, on_interrupt
+from common import ArgumentParser, ConfigError, on_interrupt
 from common.processes import worker_pool
 from datasets import ReplayBuffer
 from datasets.replay_buffer import IN_PROGRESS, ReplayBufferError
@@ -74,3 +74,19 @@ def generate_seeded(output: str | Path, n_episodes: int, record: Callable, comma
                     raise RuntimeError(f"{output}: {len(failed)} scripted episodes failed (seeds {failed[:10]}...)")
         buffer.finish_writing()
     return {"output": str(output), "episodes": saved, "failed_seeds": failed, "last_seed": seeds_saved[-1]}
+
+
+def seeded_cli(argv: list[str], description: str, default_episodes: int, generate: Callable,
+               keep_failures_help: str = "keep episodes the demonstrator did not finish") -> None:
+    """The command line of a seeded producer (demos.pusht, demos.blockpush): parse, `generate(...)`, report."""
+    g = ArgumentParser(description=description)
+    g.add_argument("--output", required=True, help="replay buffer to create (.zarr directory or .zip)")
+    g.add_argument("--episodes", type=int, default=default_episodes)
+    g.add_argument("--first-seed", type=int, default=0, help="seeds first..: keep them apart from 100000.. (eval)")
+    g.add_argument("--workers", type=int, default=None)
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--keep-failures", action="store_true", help=keep_failures_help)
+    args = g.parse_args(argv)
+    result = generate(args.output, args.episodes, args.first_seed, args.workers, args.overwrite, args.keep_failures)
+    print(f"saved {result['episodes']} episodes to {result['output']}; "
+          f"failed seeds skipped: {result['failed_seeds'] or 'none'}")

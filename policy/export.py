@@ -10,9 +10,9 @@ same noise; DDPM (noise at every step), chained consistency steps and DDIM (the 
 refused, naming what exports instead. Why ONNX Runtime: measured on
 2 CPU cores at batch 1 for a one-pass chunk of the UNet [32, 64, 128], one thread, eager PyTorch 4.0-4.4 ms,
 torch.compile 2.4-2.7 ms (after a ~25 s compile), OpenVINO 1.3-1.4 ms, ONNX Runtime 1.0-1.5 ms, and ONNX Runtime
-kept that next to a busy job (docs/sampling.md, "The batch-1 chunk near the hardware"). `<output>.json` beside it names inputs,
-shapes and the sampler. export.py checks ONNX Runtime's actions against PyTorch's (1e-4) and prints both
-latencies.
+kept that next to a busy job (docs/sampling.md, "The batch-1 chunk near the hardware"). `<output>.json` beside it
+names inputs, shapes and the sampler. export.py checks ONNX Runtime's actions against PyTorch's (1e-4) and prints
+both latencies.
 """
 
 from __future__ import annotations
@@ -86,12 +86,17 @@ def onnx_session(path: str | Path, threads: int = 1):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def median_ms(fn, calls: int = 200) -> float:
-    for _ in range(5):
+def call_times_ms(fn, calls: int = 200, warmup: int = 5) -> list[float]:
+    """Milliseconds of each of `calls` calls of `fn()` after `warmup` untimed ones, sorted."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(calls):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return sorted(times)
+
+
+def median_ms(fn, calls: int = 200) -> float:
+    return statistics.median(call_times_ms(fn, calls))
