@@ -73,9 +73,11 @@ def default_dataset(cfg: Config, task: Task, ranks: Ranks = Ranks()) -> Path:
         name = cfg.task.rsplit("_", 1)[0]  # lift_lowdim -> lift
         scripted = (f", or make scripted demonstrations first: `python -m demos.robomimic {name} --out "
                     f"outputs/data/{name}.hdf5`, then convert that file" if name in TASK_ENV else "")
+        kind = "image" if cfg.task.endswith("_image") else "low_dim"
         raise ConfigError(
             f"task {cfg.task} needs dataset_path=<zarr>: convert a robomimic hdf5 with `python -m "
-            f"demos.robomimic_hdf5 convert IN.hdf5 OUT.zarr`{scripted} (docs/robomimic.md)")
+            f"demos.robomimic_hdf5 convert IN.hdf5 OUT.zarr` (robomimic's own: `python -m datasets.download "
+            f"robomimic/{name}/ph/{kind}`){scripted} (docs/robomimic.md)")
 
     path = REPO / "outputs" / "data" / f"pusht_scripted_{cfg.default_demos}.zarr"
     if not path.exists() and ranks.local_rank == 0:

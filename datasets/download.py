@@ -1,12 +1,21 @@
-"""Fetch published demonstration data into a local cache, checked by sha256.
+"""Fetch published demonstration data into a local cache, checked by sha256 or by its contents.
 
     python -m datasets.download pusht                         # from the official address
     python -m datasets.download pusht --source ../shared/data/pusht.zip   # or a local copy (or another URL)
-    python -m datasets.download pusht --cache /data/cache
+    python -m datasets.download robomimic/lift/ph/low_dim     # robomimic v1.4.1: <task>/<ph|mh>/<low_dim|raw|image>
+    python -m datasets.download robomimic/square/ph/image     # made from the raw file by robomimic's own script
+    python -m datasets.download robomimic_lowdim              # the reference's converted robomimic files (a zip)
+    python -m datasets.download --list                        # every name, where it comes from, what it trains
 
 The cache is $DIFFUSION_STACK_CACHE, else ~/.cache/diffusion-stack. Files are written to a temporary name
-and renamed only once their sha256 matches, so an interrupted download never leaves a file that looks
-complete. Code that needs Push-T calls `resolve_pusht(path_or_none)`.
+and renamed only once they are checked, so an interrupted download never leaves a file that looks complete.
+Push-T's sha256 is published; robomimic and the reference publish no checksums or sizes for their robomimic files,
+so those are checked by what they hold (an hdf5 of the right robosuite env with the published number of
+demonstrations; a zip whose every member passes its CRC) and the sha256 of what arrived is printed and kept beside
+the file (`<file>.sha256`), to pin with `--sha256` on another machine. robomimic's v1.4.1 image files are not
+published (robomimic 0.3.0 lists no link): `.../image` downloads the raw file and runs robomimic's
+dataset_states_to_obs.py with the cameras and size robomimic's extract_obs_from_raw_datasets.sh uses.
+Which file trains which task: docs/robomimic.md. Code that needs Push-T calls `resolve_pusht(path_or_none)`.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +37,59 @@ from common import ArgumentParser, DataError, run_cli
 
 @dataclass(frozen=True)
 class Published:
-    url: str
-    sha256: str
-    filename: str
+    url: str | None  # None: not published; made from `derive_from` instead
+    sha256: str | None  # None: not published; the contents are checked instead
+    filename: str  # path in the cache
+    kind: str = "zip"  # "zip" (kept as is), "zip_tree" (the reference's robomimic zips: also extracted), "hdf5"
+    env_name: str | None = None  # robomimic hdf5: the robosuite env in its env_args
+    demos: int | None = None  # robomimic hdf5: the published number of demonstrations
+    hdf5_type: str | None = None  # robomimic hdf5: raw, low_dim or image
+    derive_from: str | None = None  # image: the raw file's name; cameras and size below
+    cameras: tuple[str, ...] = ()
+    image_size: int = 84
+    trains: str = ""  # the task(s) it trains (docs/robomimic.md says how)
 
 
 PUBLISHED = {
     "pusht": Published(
         url="https://diffusion-policy.cs.columbia.edu/data/training/pusht.zip",
         sha256="8d1c5ac883b393d059bd2effc4834d8fee2259df40eab3abd670b53881915cce",
-        filename="pusht.zip",
+        filename="pusht.zip", trains="pusht, pusht_keypoints, pusht_image",
     ),
+    # The reference's converted robomimic data: robomimic/datasets/<task>/<ph|mh>/{low_dim,low_dim_abs}.hdf5 (and
+    # image.hdf5, image_abs.hdf5 in the image zip); *_abs files hold absolute actions (--input-actions absolute).
+    "robomimic_lowdim": Published(
+        url="https://diffusion-policy.cs.columbia.edu/data/training/robomimic_lowdim.zip", sha256=None,
+        filename="robomimic_lowdim.zip", kind="zip_tree", trains="<task>_lowdim"),
+    "robomimic_image": Published(
+        url="https://diffusion-policy.cs.columbia.edu/data/training/robomimic_image.zip", sha256=None,
+        filename="robomimic_image.zip", kind="zip_tree", trains="<task>_image"),
 }
+
+# robomimic v1.4.1 (robomimic 0.3.0's registry): task -> (robosuite env, dataset types, image cameras, image size).
+ROBOMIMIC_V141 = {
+    "lift": ("Lift", ("ph", "mh"), ("agentview", "robot0_eye_in_hand"), 84),
+    "can": ("PickPlaceCan", ("ph", "mh"), ("agentview", "robot0_eye_in_hand"), 84),
+    "square": ("NutAssemblySquare", ("ph", "mh"), ("agentview", "robot0_eye_in_hand"), 84),
+    "transport": ("TwoArmTransport", ("ph", "mh"),
+                  ("shouldercamera0", "shouldercamera1", "robot0_eye_in_hand", "robot1_eye_in_hand"), 84),
+    "tool_hang": ("ToolHang", ("ph",), ("sideview", "robot0_eye_in_hand"), 240),
+}
+ROBOMIMIC_DEMOS = {"ph": 200, "mh": 300}  # proficient-human: 200 per task; multi-human: 6 operators x 50
+ROBOMIMIC_URL = "http://downloads.cs.stanford.edu/downloads/rt_benchmark/{task}/{type}/{file}"
+for _task, (_env, _types, _cams, _size) in ROBOMIMIC_V141.items():
+    for _type in _types:
+        _trains = f"{_task}_lowdim" + (" (eval.max_steps=500 for mh)" if _type == "mh" else "")
+        _common = {"kind": "hdf5", "env_name": _env, "demos": ROBOMIMIC_DEMOS[_type], "sha256": None}
+        for _hdf5, _file in (("raw", "demo_v141.hdf5"), ("low_dim", "low_dim_v141.hdf5")):
+            PUBLISHED[f"robomimic/{_task}/{_type}/{_hdf5}"] = Published(
+                url=ROBOMIMIC_URL.format(task=_task, type=_type, file=_file),
+                filename=f"robomimic/{_task}/{_type}/{_file}", hdf5_type=_hdf5, **_common,
+                trains=_trains if _hdf5 == "low_dim" else "(states only: the source of image)")
+        PUBLISHED[f"robomimic/{_task}/{_type}/image"] = Published(
+            url=None, filename=f"robomimic/{_task}/{_type}/image_v141.hdf5", hdf5_type="image",
+            derive_from=f"robomimic/{_task}/{_type}/raw", cameras=_cams, image_size=_size,
+            trains=f"{_task}_image" + (" (eval.max_steps=500 for mh)" if _type == "mh" else ""), **_common)
 
 
 class DownloadError(DataError, RuntimeError):
@@ -79,49 +130,184 @@ def _download(url: str, dest_tmp: Path, name: str) -> str:
     return h.hexdigest()
 
 
-def fetch(name: str, cache: str | Path | None = None, source: str | Path | None = None) -> Path:
+def _spec(name: str) -> Published:
+    if name not in PUBLISHED:
+        import difflib
+
+        near = difflib.get_close_matches(name, PUBLISHED, n=3, cutoff=0.5)
+        raise DownloadError(f"unknown dataset {name!r}; " + (f"did you mean {near}? " if near else "") +
+                       "`python -m datasets.download --list` lists them all")
+    return PUBLISHED[name]
+
+
+def check_contents(path: Path, name: str) -> None:
+    """What an unchecksummed file must hold (module docstring); raises DownloadError naming the file."""
+    spec = PUBLISHED[name]
+    if spec.kind in ("zip", "zip_tree"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()  # reads every member and compares its CRC-32
+                members = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DownloadError(f"{path}: not a readable zip ({e}); expected the published {spec.filename}") from e
+        if bad is not None:
+            raise DownloadError(f"{path}: member {bad} fails its CRC check; the download is corrupt")
+        if spec.kind == "zip_tree" and not any(m.endswith(".hdf5") for m in members):
+            raise DownloadError(f"{path}: no .hdf5 inside; the published {spec.filename} holds "
+                                "robomimic/datasets/<task>/<ph|mh>/*.hdf5")
+        return
+    from demos.robomimic_hdf5 import RobomimicFormatError, demo_names, read_env_meta
+
+    try:
+        env_name = read_env_meta(path)["env_name"]
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            names = demo_names(f, str(path))
+            first = f["data"][names[0]]
+            obs = list(first["obs"].keys()) if "obs" in first else []
+    except (RobomimicFormatError, OSError) as e:
+        raise DownloadError(f"{e}; expected robomimic's {spec.filename}") from e
+    if env_name != spec.env_name:
+        raise DownloadError(f"{path}: a dataset of robosuite env {env_name!r}; {name} is {spec.env_name!r}")
+    if spec.demos is not None and len(names) != spec.demos:
+        raise DownloadError(f"{path}: {len(names)} demonstrations; the published {name} has {spec.demos} "
+                            "(truncated, filtered, or another file)")
+    wanted = {"raw": [], "low_dim": ["object"], "image": [f"{c}_image" for c in spec.cameras]}[spec.hdf5_type]
+    missing = [k for k in wanted if k not in obs]
+    if missing or (spec.hdf5_type == "raw" and obs):
+        what = "no observations (a raw states-and-actions file)" if spec.hdf5_type == "raw" else f"obs {wanted}"
+        raise DownloadError(f"{path}: data/{names[0]} has obs {sorted(obs)}; {name} holds {what}")
+
+
+def _check(path: Path, name: str, expected_sha256: str | None, digest: str, origin) -> None:
+    spec = PUBLISHED[name]
+    want = expected_sha256 or spec.sha256
+    if want is not None and digest != want:
+        whose = "given" if expected_sha256 else "published"
+        raise DownloadError(f"{origin}: sha256 {digest} does not match the {whose} {name} ({want}); the file is "
+                            "corrupt, truncated or another dataset")
+    if want is None:
+        try:
+            check_contents(path, name)
+        except DownloadError as e:  # say the file the user named, not our temporary copy of it
+            raise DownloadError(str(e).replace(str(path), str(origin))) from e
+
+
+def _record(dest: Path, digest: str) -> None:
+    dest.with_name(dest.name + ".sha256").write_text(f"{digest}  {dest.name}\n")
+
+
+def _cached(dest: Path, name: str, expected_sha256: str | None) -> bool:
+    spec = PUBLISHED[name]
+    if not dest.is_file():
+        return False
+    if spec.sha256 is not None or expected_sha256 is not None:
+        return sha256_of(dest) == (expected_sha256 or spec.sha256)
+    record = dest.with_name(dest.name + ".sha256")  # written once the contents passed their check
+    return record.is_file() and (spec.kind != "zip_tree" or _extracted(dest).is_dir())
+
+
+def _extracted(dest: Path) -> Path:
+    return dest.with_suffix("")  # robomimic_lowdim.zip -> robomimic_lowdim/
+
+
+def fetch(name: str, cache: str | Path | None = None, source: str | Path | None = None,
+          sha256: str | None = None, progress: bool = True) -> Path:
     """Put published dataset `name` into the cache (if not already there) and return its path.
 
-    source: a local file or a URL to take it from instead of the official address; a local file is
-    copied. Either way the sha256 must be the published one.
+    source: a local file or a URL to take it from instead of the official address; a local file is copied.
+    The sha256 must be the published one (or `sha256`, if given); files without a published one are checked by
+    their contents. The reference's robomimic zips are also extracted: the path returned is then the directory
+    (robomimic/datasets/... inside). An image file is made from the raw one (a `source` may be either).
     """
-    if name not in PUBLISHED:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(PUBLISHED)}")
-    spec = PUBLISHED[name]
+    spec = _spec(name)
     cache = Path(cache) if cache is not None else cache_dir()
     dest = cache / spec.filename
-    if dest.is_file() and sha256_of(dest) == spec.sha256:
-        return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{spec.filename}.{os.getpid()}.tmp"
+    if _cached(dest, name, sha256):
+        return _extracted(dest) if spec.kind == "zip_tree" else dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if spec.url is None and (source is None or _is_url(str(source)) or not _is_image_file(Path(source))):
+        return _derive_image(name, dest, cache, source, progress)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     source = spec.url if source is None else str(source)
     try:
         if _is_url(source):
-            got = _download(source, tmp, name)
+            digest = _download(source, tmp, name)
             origin = source
         else:
             origin = Path(source).expanduser()
-            got = verify(origin, name)  # check before copying, so a wrong file is named as it is
+            if not origin.is_file():
+                raise DownloadError(f"{origin}: no such file (expected the published {spec.filename})")
             shutil.copyfile(origin, tmp)
-        if got != spec.sha256:
-            raise DownloadError(f"{origin}: sha256 {got} does not match the published {name} "
-                                f"({spec.sha256}); the file is corrupt, truncated or another dataset")
+            digest = sha256_of(tmp)
+        _check(tmp, name, sha256, digest, origin)
+        if spec.kind == "zip_tree":
+            _extract(tmp, _extracted(dest))
         os.replace(tmp, dest)
+        if spec.sha256 is None:
+            _record(dest, digest)
+            print(f"{name}: sha256 {digest} (none is published; kept in {dest.name}.sha256)", file=sys.stderr)
     finally:
         tmp.unlink(missing_ok=True)
+    return _extracted(dest) if spec.kind == "zip_tree" else dest
+
+
+def _extract(zip_path: Path, target: Path) -> None:
+    work = target.with_name(f".{target.name}.{os.getpid()}.extracting")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            z.extractall(work)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _is_image_file(path: Path) -> bool:
+    """An hdf5 whose first demo has <camera>_image observations (else: a raw file, or not robomimic's)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            first = sorted(k for k in f["data"].keys() if k.startswith("demo_"))[0]
+            return any(k.endswith("_image") for k in f[f"data/{first}/obs"].keys())
+    except Exception:
+        return False
+
+
+def _derive_image(name: str, dest: Path, cache: Path, source, progress: bool) -> Path:
+    """robomimic's image file from its raw one: robomimic's dataset_states_to_obs.py, as robomimic made them."""
+    from envs.robomimic.run_script import run_script
+
+    spec = PUBLISHED[name]
+    raw = fetch(spec.derive_from, cache=cache, source=source, progress=progress)
+    work = dest.parent / f".{dest.stem}.{os.getpid()}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        os.symlink(raw.resolve(), work / "demo.hdf5")  # the script writes its output beside its input
+        run_script("robomimic.scripts.dataset_states_to_obs", "--dataset", str(work / "demo.hdf5"), "--output_name",
+                   dest.name, "--done_mode", "2", "--camera_names", *spec.cameras, "--camera_height",
+                   str(spec.image_size), "--camera_width", str(spec.image_size), "--compress",
+                   progress_desc=f"{name}: robomimic dataset_states_to_obs" if progress else None, total=spec.demos)
+        check_contents(work / dest.name, name)
+        os.replace(work / dest.name, dest)
+        _record(dest, sha256_of(dest))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
 def verify(path: str | Path, name: str = "pusht") -> str:
-    """Check a local file against the published sha256 of `name`; returns the digest or raises DownloadError."""
-    path, spec = Path(path), PUBLISHED[name]
+    """Check a local file as `fetch` would (sha256 if published, else contents); returns its sha256."""
+    path, spec = Path(path), _spec(name)
     if not path.is_file():
         raise DownloadError(f"{path}: no such file (expected the published {spec.filename})")
-    got = sha256_of(path)
-    if got != spec.sha256:
-        raise DownloadError(f"{path}: sha256 {got} does not match the published {name} ({spec.sha256}); "
-                            "the file is corrupt, truncated or another dataset")
-    return got
+    digest = sha256_of(path)
+    _check(path, name, None, digest, path)
+    return digest
 
 
 def resolve_pusht(path: str | Path | None = None) -> Path:
@@ -142,15 +328,37 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 
+def listing() -> str:
+    """Every known name: what it is, where it comes from, what it trains."""
+    rows = [f"{'name':27} {'checked by':10} {'trains':36} source"]
+    for name, spec in PUBLISHED.items():
+        check = "sha256" if spec.sha256 else "contents"
+        source = spec.url or f"made from {spec.derive_from} ({' '.join(spec.cameras)}, {spec.image_size} px)"
+        rows.append(f"{name:27} {check:10} {spec.trains:36} {source}")
+    return "\n".join(rows)
+
+
 def _main(argv: list[str]) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=sorted(PUBLISHED))
+    parser.add_argument("name", nargs="?", help="a published dataset (--list shows them)")
+    parser.add_argument("--list", action="store_true", help="list the known datasets and exit")
     parser.add_argument("--cache", default=None, help="cache directory (default $DIFFUSION_STACK_CACHE or "
                                                       "~/.cache/diffusion-stack)")
     parser.add_argument("--source", default=None, help="a local file or URL instead of the official address")
+    parser.add_argument("--sha256", default=None, help="the digest the file must have (pins files whose "
+                                                       "publishers give none)")
     args = parser.parse_args(argv)
+    if args.list or args.name is None:
+        print(listing())
+        return 0 if args.list else 2
     # Ctrl-C mid-download: the partial file is removed (fetch writes a temporary and renames it)
-    print(fetch(args.name, cache=args.cache, source=args.source))
+    path = fetch(args.name, cache=args.cache, source=args.source, sha256=args.sha256)
+    print(path)
+    spec = PUBLISHED[args.name]
+    if spec.kind == "hdf5" and spec.hdf5_type != "raw":
+        task = args.name.split("/")[1] + ("_image" if spec.hdf5_type == "image" else "_lowdim")
+        print(f"next: python -m demos.robomimic_hdf5 convert {path} outputs/data/{task}.zarr --abs-action && "
+              f"python train.py task={task} dataset_path=outputs/data/{task}.zarr", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,14 @@ recorded action; the goal pose it computes is the absolute action (position, rot
 arm, envs/robomimic/rotation.py). `abs_action_replay_error` measures how closely those actions, executed
 open-loop by the absolute controller, reproduce the recorded trajectory.
 
+The reference's converted files (`robomimic/datasets/<task>/<ph|mh>/{low_dim,image}_abs.hdf5` in its
+robomimic_lowdim.zip / robomimic_image.zip) already hold absolute actions, as axis-angle (7 per arm), under
+robomimic's unchanged env_args: `--input-actions absolute` reads them (rotation turned to 6D, nothing replayed).
+Which kind a file holds is checked: relative actions lie in [-1, 1], absolute positions do not (the arm's base
+stands 0.9 m above the floor).
+
     python -m demos.robomimic_hdf5 convert lift/ph/low_dim_v141.hdf5 lift.zarr [--abs-action]
+    python -m demos.robomimic_hdf5 convert robomimic/datasets/lift/ph/low_dim_abs.hdf5 lift.zarr --input-actions absolute
     python -m demos.robomimic_hdf5 info lift/ph/low_dim_v141.hdf5
 """
 
@@ -182,20 +189,24 @@ class AbsoluteActionConverter:
         self.env.close()
 
 
-def abs_action_replay_error(env_meta: dict, states: np.ndarray, abs_actions: np.ndarray) -> dict:
-    """Execute absolute actions open-loop from states[0]; max distance to the recorded trajectory.
+def abs_action_replay_error(env_meta: dict, states: np.ndarray, abs_actions: np.ndarray, start: int = 1) -> dict:
+    """Execute absolute actions open-loop from states[start]; max distance to the recorded trajectory.
 
     Returns the largest end-effector position error (m) and object position error (m) over the episode, comparing
-    the simulator after action t with the recorded state t+1.
+    the simulator after action t with the recorded state t+1. Why start at 1: robosuite's DataCollectionWrapper
+    (which recorded robomimic's datasets) restores the episode's first state after a second reset, and robosuite's
+    controller then takes the first action relative to the pose of that second reset, which is not stored; from
+    states[1] on every action was taken from its recorded state. Measured from states[0], the first step alone is
+    off by 5-7 mm (the relative actions replayed the same way drift as much).
     """
     from envs.robomimic.env import RobomimicEnv
 
     env = RobomimicEnv(env_meta, obs_keys=["object", "robot0_eef_pos"], abs_action=True)
     probe = RobomimicEnv(env_meta, obs_keys=["object", "robot0_eef_pos"])
     try:
-        env.reset(options={"state": states[0]})
+        env.reset(options={"state": states[start]})
         eef_err, obj_err = 0.0, 0.0
-        for t in range(len(abs_actions) - 1):
+        for t in range(start, len(abs_actions) - 1):
             obs, *_ = env.step(abs_actions[t])
             ref, _ = probe.reset(options={"state": states[t + 1]})
             eef_err = max(eef_err, float(np.linalg.norm(obs["robot0_eef_pos"] - ref["robot0_eef_pos"])))
@@ -209,12 +220,39 @@ def abs_action_replay_error(env_meta: dict, states: np.ndarray, abs_actions: np.
 # ---------------------------------------------------------------- conversion to zarr
 
 
+INPUT_ACTIONS = ("relative", "absolute")
+
+
+def check_action_kind(actions: np.ndarray, input_actions: str, where: str) -> None:
+    """Relative OSC_POSE actions lie in [-1, 1]; absolute ones hold positions in metres (z about 0.8-1.3)."""
+    if actions.ndim != 2 or actions.shape[1] % 7:
+        raise RobomimicFormatError(f"{where}/actions: shape {actions.shape}, expected (T, 7 * arms) (position, "
+                                   "axis-angle, gripper per arm)")
+    if input_actions == "relative" and np.abs(actions).max() > 1 + 1e-6:
+        raise RobomimicFormatError(
+            f"{where}/actions: values up to {np.abs(actions).max():.3f}, outside robomimic's relative range [-1, 1]; "
+            "the file holds absolute actions (the reference's *_abs.hdf5): convert with --input-actions absolute")
+    if input_actions == "absolute":
+        heights = actions[:, 2::7]
+        if np.abs(actions).max() <= 1 and heights.min() < 0.5:
+            raise RobomimicFormatError(
+                f"{where}/actions: end-effector heights from {heights.min():.3f} m, inside [-1, 1] like relative "
+                "actions; absolute positions stand above the table (z > 0.5 m): drop --input-actions absolute")
+
+
 def convert(src: str | Path, out: str | Path, obs_keys: Sequence[str] | None = None, abs_action: bool = False,
-            filter_key: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+            filter_key: str | None = None, overwrite: bool = False, progress: bool = True,
+            input_actions: str = "relative") -> dict:
     """Convert a robomimic hdf5 to a zarr replay buffer (module docstring); returns a report.
 
-    obs_keys: which data/demo_i/obs/<key> to keep (default: all of the first demo's).
+    obs_keys: which data/demo_i/obs/<key> to keep (default: all of the first demo's). input_actions: what the file
+    holds, "relative" (robomimic's datasets) or "absolute" (axis-angle; the reference's *_abs.hdf5, which implies
+    absolute output actions).
     """
+    if input_actions not in INPUT_ACTIONS:
+        raise ValueError(f"input_actions={input_actions!r}: expected one of {list(INPUT_ACTIONS)}")
+    absolute_input = input_actions == "absolute"
+    abs_action = abs_action or absolute_input
     src = Path(src)
     with _open(src) as f:
         source = str(src)
@@ -223,12 +261,12 @@ def convert(src: str | Path, out: str | Path, obs_keys: Sequence[str] | None = N
         first = f["data"][names[0]]
         available = sorted(first["obs"].keys()) if "obs" in first else []
         keys = list(obs_keys) if obs_keys is not None else available
-        converter = AbsoluteActionConverter(env_meta) if abs_action else None
+        converter = AbsoluteActionConverter(env_meta) if abs_action and not absolute_input else None
         steps = 0
         try:
             # An interrupted conversion leaves its buffer marked unfinished: the same command restarts it cleanly.
             plan = {"command": "demos.robomimic_hdf5 convert", "src": str(src.resolve()), "obs_keys": keys,
-                    "abs_action": abs_action, "filter_key": filter_key}
+                    "abs_action": abs_action, "filter_key": filter_key, "input_actions": input_actions}
             with ReplayBuffer.create_or_continue(out, plan, overwrite=overwrite, continue_=False) as rb:
                 for name in tqdm(names, desc="convert", unit="demo", disable=not progress):
                     demo = f["data"][name]
@@ -244,12 +282,17 @@ def convert(src: str | Path, out: str | Path, obs_keys: Sequence[str] | None = N
                     lengths = {k: len(v) for k, v in {"actions": actions, "states": states, **episode}.items()}
                     if len(set(lengths.values())) != 1:
                         raise RobomimicFormatError(f"{where}: arrays have different lengths {lengths}")
+                    check_action_kind(actions, input_actions, where)
                     if converter is not None:
                         actions = converter.convert(states, actions)
+                    elif absolute_input:
+                        from envs.robomimic.rotation import env_to_policy_action
+
+                        actions = env_to_policy_action(actions).astype(np.float32)
                     rb.add_episode({**episode, "action": actions, "state": states})
                     steps += len(actions)
                 rb.update_attrs(env_meta=env_meta, abs_action=abs_action, source=src.name,
-                                filter_key=filter_key)
+                                filter_key=filter_key, input_actions=input_actions)
                 rb.finish_writing()
         finally:
             if converter is not None:
@@ -270,6 +313,8 @@ def _main(argv: list[str]) -> None:
     c.add_argument("out", help="zarr directory, or a .zip")
     c.add_argument("--obs-keys", nargs="*", default=None, help="observation keys to keep (default: all)")
     c.add_argument("--abs-action", action="store_true", help="convert relative actions to absolute (6D rotation)")
+    c.add_argument("--input-actions", choices=INPUT_ACTIONS, default="relative",
+                   help="what the file holds: relative (robomimic's) or absolute (the reference's *_abs.hdf5)")
     c.add_argument("--filter-key", default=None, help="only the demos listed in mask/<key>")
     c.add_argument("--overwrite", action="store_true")
     i = sub.add_parser("info", help="what a robomimic hdf5 holds")
@@ -278,7 +323,8 @@ def _main(argv: list[str]) -> None:
     if args.command == "info":
         print(json.dumps(info(args.src), indent=1))
         return
-    r = convert(args.src, args.out, args.obs_keys, args.abs_action, args.filter_key, args.overwrite)
+    r = convert(args.src, args.out, args.obs_keys, args.abs_action, args.filter_key, args.overwrite,
+                input_actions=args.input_actions)
     print(f"converted {r['demos']} demos ({r['steps']} steps, {r['env_name']}, "
           f"{'absolute' if r['abs_action'] else 'relative'} actions, obs {r['obs_keys']}) -> {r['out']}")
 

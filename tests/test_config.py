@@ -263,11 +263,17 @@ def test_the_advice_for_a_robomimic_task_without_data_runs_as_printed(monkeypatc
     assert train.main(["task=lift_lowdim", "wandb.mode=disabled", f"output_dir={tmp_path / 'run'}"]) == 2
     said = capsys.readouterr().err
     commands = [shlex.split(c) for c in re.findall(r"`(python [^`]+)`", said)]
-    assert [c[2] for c in commands] == ["demos.robomimic_hdf5", "demos.robomimic"], said
+    assert [c[2] for c in commands] == ["demos.robomimic_hdf5", "datasets.download", "demos.robomimic"], said
+    from datasets.download import PUBLISHED
+
+    assert commands[1][3:] == ["robomimic/lift/ph/low_dim"] and commands[1][3] in PUBLISHED
     calls = []
     monkeypatch.setattr(scripted, "generate", lambda *args, **kwargs: calls.append(args) or {
-        "demos": 0, "attempts": 0, "success_rate": 0.0, "mean_length": 0.0, "seconds": 0.0, "path": args[1]})
-    assert scripted.main(commands[1][3:]) == 0
+        "demos": 0, "attempts": 0, "success_rate": 0.0, "mean_length": 0.0, "seconds": 0.0, "path": args[1],
+        "paths": [args[1]], "writer": kwargs["writer"]})
+    assert scripted.main(commands[2][3:]) == 0
     assert calls[0][:3] == ("lift", "outputs/data/lift.hdf5", 200)
-    assert train.main(["task=square_lowdim", "wandb.mode=disabled", f"output_dir={tmp_path / 'run2'}"]) == 2
-    assert "demos.robomimic " not in capsys.readouterr().err  # no scripted demonstrator for Square: not advised
+    assert train.main(["task=transport_lowdim", "wandb.mode=disabled", f"output_dir={tmp_path / 'run2'}"]) == 2
+    said = capsys.readouterr().err
+    assert "demos.robomimic " not in said  # no scripted demonstrator for Transport: not advised
+    assert "python -m datasets.download robomimic/transport/ph/low_dim" in said

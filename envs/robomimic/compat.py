@@ -14,6 +14,9 @@ Why each one:
   (pyproject.toml names them).
 - Rendering: `MUJOCO_GL=egl` (headless, works on a CPU through Mesa) unless the user set MUJOCO_GL, and
   PyOpenGL told the same; this must happen before mujoco / robosuite are imported.
+- robosuite's collection script (`robosuite.scripts.collect_human_demonstrations`, whose
+  `gather_demonstrations_as_hdf5` builds robomimic's raw files) imports its keyboard device, i.e. pynput, which
+  fails without an X display; `PYNPUT_BACKEND=dummy` (when there is no DISPLAY) lets it import.
 
 Call `import_robomimic()` instead of importing robomimic's env modules directly.
 """
@@ -30,6 +33,8 @@ def _set_headless_rendering() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("PYNPUT_BACKEND", "dummy")
 
 
 def _install_stand_ins() -> None:

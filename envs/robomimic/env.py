@@ -175,13 +175,25 @@ class RobomimicEnv(gym.Env):
                 for k in self.obs_keys if k in obs}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """options={"state": flattened MuJoCo state} starts from a recorded state (robomimic's `states`)."""
+        """options={"state": flattened MuJoCo state} starts from a recorded state (robomimic's `states`);
+        with "model": the demo's `model_file` XML too, the simulator is first rebuilt from it, as robomimic's
+        playback and dataset_states_to_obs do (the images then match the file's exactly; without it, within
+        1/255 on average: the model built from env_args renders a hair differently)."""
         super().reset(seed=seed)
         if seed is not None:
             np.random.seed(seed)  # robosuite's placement samplers use numpy's global generator
         obs = self._env.reset()
         if options and options.get("state") is not None:
-            obs = self._env.reset_to({"states": np.asarray(options["state"])})
+            target = {"states": np.asarray(options["state"])}
+            if options.get("model") is not None:
+                target["model"] = options["model"]
+            obs = self._env.reset_to(target)
+            if "model" in target:
+                self._configure_renderer()  # the rebuilt simulator has a new render context
+            # robosuite's controllers cache the end-effector pose of the last reset; without this the first action
+            # after jumping to a recorded state would be taken relative to the pose before the jump.
+            for robot in self.robosuite_env.robots:
+                robot.controller.update(force=True)
         return self._select(obs), {"is_success": False}
 
     def step(self, action):
