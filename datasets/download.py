@@ -21,7 +21,9 @@ Which file trains which task: docs/robomimic.md. Code that needs Push-T calls `r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import sys
 import urllib.error
@@ -156,18 +158,23 @@ def check_contents(path: Path, name: str) -> None:
             raise DownloadError(f"{path}: no .hdf5 inside; the published {spec.filename} holds "
                                 "robomimic/datasets/<task>/<ph|mh>/*.hdf5")
         return
-    from demos.robomimic_hdf5 import RobomimicFormatError, demo_names, read_env_meta
+    import h5py  # read here with h5py alone: datasets/ does not import demos/ (robomimic_hdf5 reads them fully)
 
     try:
-        env_name = read_env_meta(path)["env_name"]
-        import h5py
-
         with h5py.File(path, "r") as f:
-            names = demo_names(f, str(path))
+            if "data" not in f or "env_args" not in f["data"].attrs:
+                raise DownloadError(f"{path}: no data.attrs['env_args']: not a robomimic dataset; expected robomimic's "
+                                    f"{spec.filename}")
+            env_name = json.loads(f["data"].attrs["env_args"]).get("env_name")
+            names = sorted((k for k in f["data"].keys() if re.fullmatch(r"demo_\d+", k)), key=lambda k: int(k[5:]))
+            if not names:
+                raise DownloadError(f"{path}: no demonstrations (data/demo_<i>); expected robomimic's {spec.filename}")
             first = f["data"][names[0]]
             obs = list(first["obs"].keys()) if "obs" in first else []
-    except (RobomimicFormatError, OSError) as e:
-        raise DownloadError(f"{e}; expected robomimic's {spec.filename}") from e
+    except DownloadError:
+        raise
+    except (OSError, ValueError) as e:  # not HDF5, or env_args not JSON
+        raise DownloadError(f"{path}: not a readable robomimic hdf5 ({e}); expected robomimic's {spec.filename}") from e
     if env_name != spec.env_name:
         raise DownloadError(f"{path}: a dataset of robosuite env {env_name!r}; {name} is {spec.env_name!r}")
     if spec.demos is not None and len(names) != spec.demos:
@@ -279,7 +286,7 @@ def _is_image_file(path: Path) -> bool:
 
 def _derive_image(name: str, dest: Path, cache: Path, source, progress: bool) -> Path:
     """robomimic's image file from its raw one: robomimic's dataset_states_to_obs.py, as robomimic made them."""
-    from envs.robomimic.run_script import run_script
+    from common.processes import run_module
 
     spec = PUBLISHED[name]
     raw = fetch(spec.derive_from, cache=cache, source=source, progress=progress)
@@ -288,10 +295,12 @@ def _derive_image(name: str, dest: Path, cache: Path, source, progress: bool) ->
     work.mkdir(parents=True)
     try:
         os.symlink(raw.resolve(), work / "demo.hdf5")  # the script writes its output beside its input
-        run_script("robomimic.scripts.dataset_states_to_obs", "--dataset", str(work / "demo.hdf5"), "--output_name",
-                   dest.name, "--done_mode", "2", "--camera_names", *spec.cameras, "--camera_height",
-                   str(spec.image_size), "--camera_width", str(spec.image_size), "--compress",
-                   progress_desc=f"{name}: robomimic dataset_states_to_obs" if progress else None, total=spec.demos)
+        # robomimic's script, run by envs.robomimic.run_script (its compatibility fixes) in a child process
+        run_module("envs.robomimic.run_script", [
+            "robomimic.scripts.dataset_states_to_obs", "--dataset", str(work / "demo.hdf5"), "--output_name", dest.name,
+            "--done_mode", "2", "--camera_names", *spec.cameras, "--camera_height", str(spec.image_size),
+            "--camera_width", str(spec.image_size), "--compress"], "robomimic's dataset_states_to_obs",
+            progress_desc=f"{name}: robomimic dataset_states_to_obs" if progress else None, total=spec.demos)
         check_contents(work / dest.name, name)
         os.replace(work / dest.name, dest)
         _record(dest, sha256_of(dest))

@@ -89,7 +89,8 @@ def generate(task: str, out: str | Path, episodes: int, cameras: tuple[str, ...]
     else:
         counts = _generate_with_robomimic(task, outputs, episodes, image_size, seed, max_steps, noise, progress,
                                           raw_out=extra.get("raw"))
-    return {"path": str(out), "paths": [str(p) for p in [*outputs, *extra.values()]], "writer": writer, **counts, "success_rate": counts["demos"] / counts["attempts"],
+    return {"path": str(out), "paths": [str(p) for p in [*outputs, *extra.values()]], "writer": writer, **counts,
+            "success_rate": counts["demos"] / counts["attempts"],
             "seconds": time.perf_counter() - start}
 
 
@@ -265,7 +266,8 @@ def _main(argv: list[str]) -> None:
                  args.max_steps, args.noise, overwrite=args.overwrite, writer=args.writer,
                  low_dim_out=args.low_dim_out, raw_out=args.raw_out)
     print(f"{r['demos']} demonstrations ({r['attempts']} attempts, success rate {r['success_rate']:.3f}, "
-          f"{r['mean_length']:.0f} steps on average, {r['writer']} writer) in {r['seconds']:.0f} s -> {', '.join(r['paths'])}")
+          f"{r['mean_length']:.0f} steps on average, {r['writer']} writer) in {r['seconds']:.0f} s -> "
+          f"{', '.join(r['paths'])}")
 
 
 def main(argv: list[str] | None = None) -> int:

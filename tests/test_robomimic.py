@@ -96,7 +96,8 @@ def test_robomimic_written_files_have_the_published_layout(robomimic_files):
             T = demo.attrs["num_samples"]
             np.testing.assert_array_equal(demo["states"][:], raw[f"data/{name}/states"][:])
             np.testing.assert_array_equal(demo["actions"][:], low[f"data/{name}/actions"][:])
-            assert demo["obs/agentview_image"].shape == (T, 84, 84, 3) and "agentview_image" not in low[f"data/{name}/obs"]
+            assert demo["obs/agentview_image"].shape == (T, 84, 84, 3)
+            assert "agentview_image" not in low[f"data/{name}/obs"]
             assert demo["dones"][-1] == 1 and demo["rewards"][-1] == 1.0
             # robosuite's collection ran on for 10 steps once the task was solved: the last 11 steps are successes
             assert demo["rewards"][-11:].tolist() == [1.0] * 11 and demo["rewards"][0] == 0.0
@@ -141,7 +142,8 @@ def test_converter_reads_robomimic_written_image_file(robomimic_files, tmp_path)
         assert report["demos"] == rb.n_episodes == len(train)
         for i, name in enumerate(train):
             ep = rb.get_episode(i)
-            np.testing.assert_array_equal(ep["robot0_eye_in_hand_image"], f[f"data/{name}/obs/robot0_eye_in_hand_image"][:])
+            np.testing.assert_array_equal(ep["robot0_eye_in_hand_image"],
+                                          f[f"data/{name}/obs/robot0_eye_in_hand_image"][:])
             np.testing.assert_allclose(ep["action"], f[f"data/{name}/actions"][:], rtol=1e-6)
     task = get_task("lift_image").for_dataset(rb.attrs, str(out))
     assert task.env_kwargs["env_meta"]["env_kwargs"]["camera_names"] == list(CAMERAS)
@@ -288,7 +290,8 @@ def test_download_robomimic_files_from_a_local_copy(robomimic_files, tmp_path, m
     for kind in ("raw", "low_dim", "image"):
         spec = download.PUBLISHED[f"robomimic/lift/ph/{kind}"]
         quick = {"cameras": ("agentview",), "image_size": 32} if kind == "image" else {}
-        monkeypatch.setitem(download.PUBLISHED, f"robomimic/lift/ph/{kind}", dataclasses.replace(spec, demos=3, **quick))
+        monkeypatch.setitem(download.PUBLISHED, f"robomimic/lift/ph/{kind}",
+                            dataclasses.replace(spec, demos=3, **quick))
     cache = tmp_path / "cache"
     path = download.fetch("robomimic/lift/ph/low_dim", cache=cache, source=robomimic_files["low_dim"], progress=False)
     assert path == cache / "robomimic" / "lift" / "ph" / "low_dim_v141.hdf5"
@@ -300,9 +303,11 @@ def test_download_robomimic_files_from_a_local_copy(robomimic_files, tmp_path, m
         assert f["data/demo_1/obs/agentview_image"].shape[1:] == (32, 32, 3)
         np.testing.assert_array_equal(f["data/demo_1/states"][:], raw["data/demo_1/states"][:])
     assert download.verify(image, "robomimic/lift/ph/image")
-    with pytest.raises(download.DownloadError, match=r"robosuite env 'Lift'; robomimic/can/ph/low_dim is 'PickPlaceCan'"):
+    with pytest.raises(download.DownloadError,
+                       match=r"robosuite env 'Lift'; robomimic/can/ph/low_dim is 'PickPlaceCan'"):
         download.fetch("robomimic/can/ph/low_dim", cache=cache, source=robomimic_files["low_dim"])
-    with pytest.raises(download.DownloadError, match=r"3 demonstrations; the published robomimic/lift/mh/low_dim has 300"):
+    with pytest.raises(download.DownloadError,
+                       match=r"3 demonstrations; the published robomimic/lift/mh/low_dim has 300"):
         download.fetch("robomimic/lift/mh/low_dim", cache=cache, source=robomimic_files["low_dim"])
     with pytest.raises(download.DownloadError, match=r"holds no observations \(a raw states-and-actions file\)"):
         download.fetch("robomimic/lift/ph/raw", cache=tmp_path / "other", source=robomimic_files["low_dim"])

@@ -17,42 +17,18 @@ so. The script then runs as `python -m MODULE ARGS` would run it (its `__main__`
 from __future__ import annotations
 
 import importlib.util
-import os
 import runpy
-import subprocess
 import sys
 import types
-from pathlib import Path
 
-from tqdm import tqdm
-
-from common import DataError
+from common.processes import run_module
 
 from .compat import import_robomimic
 
 
 def run_script(module: str, *args: str, progress_desc: str | None = None, total: int | None = None) -> str:
-    """Run robosuite's / robomimic's script `module` in a child process (envs.robomimic.run_script); its output.
-
-    With progress_desc, its "ep i: wrote ..." lines drive a progress bar. A failure raises DataError with the
-    script's last lines.
-    """
-    cmd = [sys.executable, "-m", "envs.robomimic.run_script", module, *args]
-    # The child runs where we run (relative paths stay valid) and finds this package however we were started.
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    with tqdm(total=total, desc=progress_desc, unit="demo", disable=progress_desc is None) as bar:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("ep "):
-                bar.update(1)
-    if proc.wait() != 0:
-        tail = "".join(lines[-15:])
-        raise DataError(f"robomimic's {module} failed (exit {proc.returncode}) on {' '.join(args)}:\n{tail}")
-    return "".join(lines)
+    """Run robosuite's / robomimic's script `module` through this launcher in a child process; its output."""
+    return run_module("envs.robomimic.run_script", [module, *args], f"robomimic's {module}", progress_desc, total)
 
 
 def _torchvision_stand_in() -> None:
