@@ -660,11 +660,12 @@ def run_summary(cfg: Config, summary: dict, output_dir: Path, last_path: Path, b
     else:
         wandb_line = f"online, project {cfg.wandb.project} (files in {output_dir / 'wandb'})"
     data = "" if cfg.dataset_path else " (generated demonstrations)"
+    score_name = "mean max coverage" if cfg.task.startswith("pusht") else "mean max reward"  # robomimic: 0 or 1
     lines = [
         "",
         f"== {cfg.task} / {cfg.policy}: {summary['step']} steps in {summary['wall_s'] / 60:.1f} min on "
         f"{summary['hardware']}{data}",
-        f"   score ({'mean episode return' if 'p2' in summary else 'mean max coverage'}) "
+        f"   score ({'mean episode return' if 'p2' in summary else score_name}) "
         f"{summary['mean_max_reward']:.3f} (95% CI {lo:.3f}..{hi:.3f}), "
         f"success {summary['success_rate']:.0%} (95% CI {slo:.0%}..{shi:.0%})"
         + (f", p1 {summary['p1']:.2f}, p2 {summary['p2']:.2f}" if "p2" in summary else "")

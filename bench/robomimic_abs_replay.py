@@ -8,7 +8,13 @@ recorded trajectory (end effector and object position), next to the same open-lo
 relative actions (robomimic's own playback), from states[1] (the check) and from states[0] (robosuite's recorder
 takes the first action relative to a pose it does not store; see abs_action_replay_error).
 
-    python bench/robomimic_abs_replay.py outputs/data/lift_rm/low_dim.hdf5 [--demos 50]
+    python bench/robomimic_abs_replay.py outputs/data/lift_rm/low_dim.hdf5 [--demos 50] [--reference PATH]
+
+With --reference PATH (a checkout of github.com/real-stanford/diffusion_policy, imported from there at run time,
+never copied), the same relative actions also go through the reference's RobomimicAbsoluteActionConverter
+(`convert_actions`; robomimic's env utilities with a torchvision stand-in, as envs/robomimic/run_script.py) and
+the two absolute action sequences are compared: largest position difference and largest rotation angle between
+them.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("hdf5")
     parser.add_argument("--demos", type=int, default=50)
+    parser.add_argument("--reference", default=None, help="checkout of real-stanford/diffusion_policy")
     args = parser.parse_args()
     import h5py
 
@@ -52,11 +59,16 @@ def main() -> None:
     absolute, relative, probe = (RobomimicEnv(meta, KEYS, abs_action=True), RobomimicEnv(meta, KEYS),
                                  RobomimicEnv(meta, KEYS))
     rows = {k: [] for k in ("abs_1", "rel_1", "abs_0", "rel_0")}
+    reference = _reference_converter(args.reference, args.hdf5) if args.reference else None
+    versus = []
     with h5py.File(args.hdf5) as f:
         names = demo_names(f, args.hdf5)[: args.demos]
         for name in tqdm(names, desc="replay", unit="demo"):
             states, actions = f[f"data/{name}/states"][:], f[f"data/{name}/actions"][:]
             abs_actions = converter.convert(states, actions)
+            if reference is not None:
+                theirs = reference.convert_actions(states, actions)
+                versus.append((*_compare(abs_actions, theirs), *_compare(abs_actions[1:], theirs[1:])))
             for start in (1, 0):
                 rows[f"abs_{start}"].append(replay(absolute, probe, states, abs_actions, start))
                 rows[f"rel_{start}"].append(replay(relative, probe, states, actions, start))
@@ -69,6 +81,40 @@ def main() -> None:
         e = np.array(rows[key]) * 1000
         print(f"| {label} | states[{key[-1]}] | {np.median(e[:, 0]):.2f} / {e[:, 0].max():.2f} | "
               f"{np.median(e[:, 1]):.2f} / {e[:, 1].max():.2f} |")
+    if versus:
+        v = np.array(versus)
+        print(f"\nours vs the reference's RobomimicAbsoluteActionConverter, {len(v)} demonstrations, largest "
+              "difference in position / rotation / gripper:")
+        print(f"  all steps: {v[:, 0].max() * 1000:.3g} mm / {np.degrees(v[:, 1].max()):.3g} deg / {v[:, 2].max():.1g}"
+              f" (in {int((v[:, 0] > 1e-6).sum())} demos)")
+        print(f"  from step 1: {v[:, 3].max() * 1000:.3g} mm / {np.degrees(v[:, 4].max()):.3g} deg / "
+              f"{v[:, 5].max():.1g}")
+
+
+def _reference_converter(path: str, hdf5: str):
+    """The reference's converter, imported from its checkout (robomimic's vision modules get the stand-in)."""
+    from envs.robomimic.compat import import_robomimic
+    from envs.robomimic.run_script import _torchvision_stand_in
+
+    import_robomimic()
+    _torchvision_stand_in()  # this process never imports diffusers
+    sys.path.insert(0, str(Path(path).expanduser().resolve()))
+    from diffusion_policy.common.robomimic_util import RobomimicAbsoluteActionConverter
+
+    return RobomimicAbsoluteActionConverter(hdf5)
+
+
+def _compare(ours_policy: np.ndarray, reference_env: np.ndarray) -> tuple[float, float, float]:
+    """ours (T, 10 per arm, 6D) against the reference's (T, 7 per arm, axis-angle): position, angle, gripper."""
+    from scipy.spatial.transform import Rotation
+
+    from envs.robomimic.rotation import policy_to_env_action
+
+    ours = policy_to_env_action(ours_policy).reshape(len(ours_policy), -1, 7)
+    ref = np.asarray(reference_env).reshape(len(reference_env), -1, 7)
+    pos = float(np.abs(ours[..., :3] - ref[..., :3]).max())
+    rel = Rotation.from_rotvec(ours[..., 3:6].reshape(-1, 3)) * Rotation.from_rotvec(ref[..., 3:6].reshape(-1, 3)).inv()
+    return pos, float(rel.magnitude().max()), float(np.abs(ours[..., 6] - ref[..., 6]).max())
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ case "$network" in
   ibc)         args=(policy=ibc policy.hidden_dim=256 policy.train_n_negatives=256 training.steps=9000
                      training.batch_size=64 training.eval_every=3000) ;;
   lift)
-    # Diffusion Policy (small UNet) on 200 scripted Lift demonstrations, success rate over 50 seeded episodes.
+    # Diffusion Policy (small UNet) on 200 scripted Lift demonstrations (written by robosuite's and robomimic's own
+    # scripts, demos.robomimic's default), success rate over 50 seeded episodes.
     lift=$data; [ "$lift" = ../shared/data/pusht.zip ] && lift=outputs/data/lift_scripted_200.zarr
     if [ ! -e "$lift" ]; then
       "${PYTHON:-.venv/bin/python}" -m demos.robomimic lift --episodes 200 --out "${lift%.zarr}.hdf5"
