@@ -28,22 +28,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from demos.robomimic_hdf5 import AbsoluteActionConverter, demo_names, read_env_meta  # noqa: E402
+from demos.robomimic_hdf5 import AbsoluteActionConverter, demo_names, read_env_meta, replay_error  # noqa: E402
 from envs.robomimic.env import RobomimicEnv  # noqa: E402
 
 KEYS = ["object", "robot0_eef_pos"]
-
-
-def replay(env: RobomimicEnv, probe: RobomimicEnv, states: np.ndarray, actions: np.ndarray, start: int):
-    """Largest end-effector and object position error (m) of an open-loop replay from states[start]."""
-    env.reset(options={"state": states[start]})
-    eef = obj = 0.0
-    for t in range(start, len(actions) - 1):
-        got, *_ = env.step(actions[t])
-        ref, _ = probe.reset(options={"state": states[t + 1]})
-        eef = max(eef, float(np.linalg.norm(got["robot0_eef_pos"] - ref["robot0_eef_pos"])))
-        obj = max(obj, float(np.linalg.norm(got["object"][:3] - ref["object"][:3])))
-    return eef, obj
 
 
 def main() -> None:
@@ -70,8 +58,9 @@ def main() -> None:
                 theirs = reference.convert_actions(states, actions)
                 versus.append((*_compare(abs_actions, theirs), *_compare(abs_actions[1:], theirs[1:])))
             for start in (1, 0):
-                rows[f"abs_{start}"].append(replay(absolute, probe, states, abs_actions, start))
-                rows[f"rel_{start}"].append(replay(relative, probe, states, actions, start))
+                for key, env, acts in (("abs", absolute, abs_actions), ("rel", relative, actions)):
+                    err = replay_error(env, probe, states, acts, start)
+                    rows[f"{key}_{start}"].append((err["max_eef_pos_error"], err["max_object_pos_error"]))
     print(f"\n{meta['env_name']}, {len(names)} demonstrations of {args.hdf5}: largest position error over each "
           "episode, mm (median / max over episodes)")
     print("| actions replayed open-loop | from | end effector | object |")

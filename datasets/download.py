@@ -231,11 +231,14 @@ def fetch(name: str, cache: str | Path | None = None, source: str | Path | None 
     spec = _spec(name)
     cache = Path(cache) if cache is not None else cache_dir()
     dest = cache / spec.filename
-    if _cached(dest, name, sha256):
+    compared = dest  # a derived image file is compared through the raw file it was made from
+    if spec.url is None and source is not None and not _is_url(str(source)) and not _is_image_file(Path(source)):
+        compared = cache / PUBLISHED[spec.derive_from].filename
+    if _cached(dest, name, sha256) and not _other_local_copy(compared, source):
         return _extracted(dest) if spec.kind == "zip_tree" else dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     if spec.url is None and (source is None or _is_url(str(source)) or not _is_image_file(Path(source))):
-        return _derive_image(name, dest, cache, source, progress)
+        return _derive_image(name, dest, cache, source, progress, sha256)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     source = spec.url if source is None else str(source)
     try:
@@ -246,8 +249,10 @@ def fetch(name: str, cache: str | Path | None = None, source: str | Path | None 
             origin = Path(source).expanduser()
             if not origin.is_file():
                 raise DownloadError(f"{origin}: no such file (expected the published {spec.filename})")
+            digest = sha256_of(origin)
+            if sha256 or spec.sha256:  # a wrong file is refused before it is copied
+                _check(origin, name, sha256, digest, origin)
             shutil.copyfile(origin, tmp)
-            digest = sha256_of(tmp)
         _check(tmp, name, sha256, digest, origin)
         if spec.kind == "zip_tree":
             _extract(tmp, _extracted(dest))
@@ -258,6 +263,14 @@ def fetch(name: str, cache: str | Path | None = None, source: str | Path | None 
     finally:
         tmp.unlink(missing_ok=True)
     return _extracted(dest) if spec.kind == "zip_tree" else dest
+
+
+def _other_local_copy(dest: Path, source) -> bool:
+    """A local --source whose bytes differ from the cached file's (unchecksummed files only): take it, not the cache."""
+    record = dest.with_name(dest.name + ".sha256")
+    if source is None or _is_url(str(source)) or not record.is_file() or not Path(source).expanduser().is_file():
+        return False
+    return sha256_of(Path(source).expanduser()) != record.read_text().split()[0]
 
 
 def _extract(zip_path: Path, target: Path) -> None:
@@ -284,12 +297,13 @@ def _is_image_file(path: Path) -> bool:
         return False
 
 
-def _derive_image(name: str, dest: Path, cache: Path, source, progress: bool) -> Path:
-    """robomimic's image file from its raw one: robomimic's dataset_states_to_obs.py, as robomimic made them."""
+def _derive_image(name: str, dest: Path, cache: Path, source, progress: bool, sha256: str | None) -> Path:
+    """robomimic's image file from its raw one: robomimic's dataset_states_to_obs.py, as robomimic made them.
+    `source` and `sha256` are the raw file's (the image file is made here, not downloaded)."""
     from common.processes import run_module
 
     spec = PUBLISHED[name]
-    raw = fetch(spec.derive_from, cache=cache, source=source, progress=progress)
+    raw = fetch(spec.derive_from, cache=cache, source=source, sha256=sha256, progress=progress)
     work = dest.parent / f".{dest.stem}.{os.getpid()}.work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -355,7 +369,7 @@ def _main(argv: list[str]) -> int:
                                                       "~/.cache/diffusion-stack)")
     parser.add_argument("--source", default=None, help="a local file or URL instead of the official address")
     parser.add_argument("--sha256", default=None, help="the digest the file must have (pins files whose "
-                                                       "publishers give none)")
+                                                       "publishers give none; for .../image, the raw file's)")
     args = parser.parse_args(argv)
     if args.list or args.name is None:
         print(listing())

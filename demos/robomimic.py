@@ -94,40 +94,36 @@ def generate(task: str, out: str | Path, episodes: int, cameras: tuple[str, ...]
             "seconds": time.perf_counter() - start}
 
 
-def _attempts(task: str, episodes: int, progress: bool):
-    """Yields attempt numbers until the caller has `episodes` successes (told by send(True)), at most 2x."""
-    bar = tqdm(total=episodes, desc=f"{task} demos", unit="demo", disable=not progress)
+def _try_seeds(task: str, episodes: int, progress: bool, attempt) -> int:
+    """Call attempt(i) -> succeeded? for i = 0, 1, ... until `episodes` succeeded (at most 2x as many tries), with a
+    progress bar; returns the number of attempts."""
     done = attempts = 0
-    try:
+    with tqdm(total=episodes, desc=f"{task} demos", unit="demo", disable=not progress) as bar:
         while done < episodes and attempts < 2 * episodes:
-            success = yield attempts
+            success = bool(attempt(attempts))
             attempts += 1
-            done += bool(success)
-            bar.update(bool(success))
+            done += success
+            bar.update(success)
             bar.set_postfix(success=f"{done}/{attempts}")
-    finally:
-        bar.close()
+    return attempts
 
 
 def _generate_direct(task, out, episodes, cameras, image_size, seed, max_steps, noise, progress) -> dict:
     env_meta = standard_env_meta(TASK_ENV[task], cameras=cameras, image_size=image_size)
     obs_keys = ["object", *ROBOT_LOW_DIM_KEYS, *[f"{c}_image" for c in cameras]]
     env = RobomimicEnv(env_meta, obs_keys, image_size=image_size)
-    demos, attempts = [], 0
+    demos = []
+
+    def attempt(i: int) -> bool:
+        demo = record_episode(env, task, seed + i, max_steps, noise)
+        if demo is not None:
+            demos.append(demo)
+        return demo is not None
+
     with on_interrupt(lambda again: f"nothing was saved: {out} is written once all {episodes} demonstrations are "
                                     f"recorded ({len(demos)} were); `{again}` starts again"):
         try:
-            tries = _attempts(task, episodes, progress)
-            success = None
-            while True:
-                try:
-                    attempt = tries.send(success)
-                except StopIteration:
-                    break
-                demo = record_episode(env, task, seed + attempt, max_steps, noise)
-                attempts, success = attempt + 1, demo is not None
-                if success:
-                    demos.append(demo)
+            attempts = _try_seeds(task, episodes, progress, attempt)
         finally:
             env.close()
     write_robomimic_hdf5(out, demos, env_meta)
@@ -167,40 +163,52 @@ def record_with_robosuite(task: str, directory: Path, episodes: int, seed: int =
     env = DataCollectionWrapper(env, str(directory))
     # The demonstrator reads the simulator through `.robosuite_env`; the wrapper forwards attributes to robosuite's env.
     view = SimpleNamespace(robosuite_env=env)
-    successes, lengths, attempts = 0, [], 0
-    tries = _attempts(task, episodes, progress)
-    success = None
+    lengths = []
     quiet = contextlib.redirect_stdout(io.StringIO())  # the wrapper prints a line per episode folder
-    try:
-        while True:
-            try:
-                attempt = tries.send(success)
-            except StopIteration:
-                break
-            np.random.seed(seed + attempt)  # robosuite's placement samplers draw from numpy's global generator
-            with quiet:
-                env.reset()
-            demo = WaypointDemonstrator(view, task, np.random.default_rng(seed + attempt), noise)
-            hold, success = -1, False
-            for t in range(max_steps):
-                with quiet:
-                    env.step(demo.act())
-                if env._check_success():
-                    hold = SUCCESS_HOLD_STEPS if hold < 0 else hold - 1
-                    success = True
-                    if hold == 0:
-                        break
-                else:
-                    hold = -1
-            attempts = attempt + 1
-            successes += success
-            if success:
-                lengths.append(t + 1)
-    finally:
+
+    def attempt(i: int) -> bool:
+        np.random.seed(seed + i)  # robosuite's placement samplers draw from numpy's global generator
         with quiet:
-            env.close()  # flushes the last episode
+            env.reset()
+        demo = WaypointDemonstrator(view, task, np.random.default_rng(seed + i), noise)
+        hold, success = -1, False
+        for t in range(max_steps):
+            with quiet:
+                env.step(demo.act())
+            if env._check_success():
+                hold = SUCCESS_HOLD_STEPS if hold < 0 else hold - 1
+                success = True
+                if hold == 0:
+                    break
+            else:
+                hold = -1
+        if success:
+            lengths.append(t + 1)
+        return success
+
+    try:
+        attempts = _try_seeds(task, episodes, progress, attempt)
+    except BaseException:
+        # An interrupt inside robosuite's hard reset leaves the simulator half torn down, and closing it then fails:
+        # the interrupt is what must reach the user.
+        with contextlib.suppress(Exception), quiet:
+            env.close()
+        raise
+    with quiet:
+        env.close()  # flushes the last episode
+    successes = len(lengths)
     return {"demos": successes, "attempts": attempts, "mean_length": float(np.mean(lengths)) if lengths else 0.0,
             "env_info": env_info}
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _generate_with_robomimic(task, outputs: dict[Path, tuple[str, ...]], episodes, image_size, seed, max_steps,
@@ -209,7 +217,9 @@ def _generate_with_robomimic(task, outputs: dict[Path, tuple[str, ...]], episode
     out = next(iter(outputs))
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.{os.getpid()}.work"  # beside `out`, so the final rename is atomic
-    shutil.rmtree(work, ignore_errors=True)
+    for stale in out.parent.glob(f".{out.name}.*.work"):  # left by a run that was killed (kill -9)
+        if stale == work or not _pid_alive(stale.name.rsplit(".", 2)[-2]):
+            shutil.rmtree(stale, ignore_errors=True)
     (work / "raw").mkdir(parents=True)
     try:
         with on_interrupt(lambda again: f"nothing was saved: {out} is written once every demonstration is recorded "
@@ -229,9 +239,9 @@ def _generate_with_robomimic(task, outputs: dict[Path, tuple[str, ...]], episode
                 camera_args = (["--camera_names", *cameras, "--camera_height", str(image_size), "--camera_width",
                                 str(image_size), "--compress"] if cameras else [])
                 run_script("robomimic.scripts.dataset_states_to_obs", "--dataset", str(work / "demo.hdf5"),
-                                     "--output_name", f"out_{i}.hdf5", "--done_mode", "2", *camera_args,
-                                     progress_desc=f"dataset_states_to_obs -> {path.name}" if progress else None,
-                                     total=counts["demos"])
+                           "--output_name", f"out_{i}.hdf5", "--done_mode", "2", *camera_args,
+                           progress_desc=f"dataset_states_to_obs -> {path.name}" if progress else None,
+                           total=counts["demos"])
             moves = {work / f"out_{i}.hdf5": path for i, path in enumerate(outputs)}
             if raw_out is not None:
                 moves[work / "demo.hdf5"] = raw_out

@@ -26,7 +26,7 @@ Which kind a file holds is checked: relative actions lie in [-1, 1], absolute po
 stands 0.9 m above the floor).
 
     python -m demos.robomimic_hdf5 convert lift/ph/low_dim_v141.hdf5 lift.zarr [--abs-action]
-    python -m demos.robomimic_hdf5 convert robomimic/datasets/lift/ph/low_dim_abs.hdf5 lift.zarr --input-actions absolute
+    python -m demos.robomimic_hdf5 convert datasets/lift/ph/low_dim_abs.hdf5 lift.zarr --input-actions absolute
     python -m demos.robomimic_hdf5 info lift/ph/low_dim_v141.hdf5
 """
 
@@ -177,8 +177,7 @@ class AbsoluteActionConverter:
         out = np.empty((len(actions), len(robots), 7))
         for t in range(len(actions)):
             self.env.reset(options={"state": states[t]})
-            for r, robot in enumerate(robots):
-                robot.controller.update(force=True)  # it caches the pose of the last simulated step otherwise
+            for r, robot in enumerate(robots):  # reset() made each controller read this state's pose
                 robot.control(per_arm[t, r], policy_step=True)  # sets the controller's goal from this state
                 out[t, r, :3] = robot.controller.goal_pos
                 out[t, r, 3:6] = Rotation.from_matrix(robot.controller.goal_ori).as_rotvec()
@@ -189,32 +188,39 @@ class AbsoluteActionConverter:
         self.env.close()
 
 
-def abs_action_replay_error(env_meta: dict, states: np.ndarray, abs_actions: np.ndarray, start: int = 1) -> dict:
-    """Execute absolute actions open-loop from states[start]; max distance to the recorded trajectory.
+def replay_error(env, probe, states: np.ndarray, actions: np.ndarray, start: int = 1) -> dict:
+    """Execute `actions` open-loop in `env` from states[start]; the largest end-effector and object position error
+    (m) against the recorded trajectory, comparing the simulator after action t with states[t+1] (set in `probe`).
+    Both environments observe "object" and "robot0_eef_pos"."""
+    start = min(start, max(len(actions) - 2, 0))  # a 1- or 2-step demo: from its first state
+    env.reset(options={"state": states[start]})
+    eef_err, obj_err = 0.0, 0.0
+    for t in range(start, len(actions) - 1):
+        obs, *_ = env.step(actions[t])
+        ref, _ = probe.reset(options={"state": states[t + 1]})
+        eef_err = max(eef_err, float(np.linalg.norm(obs["robot0_eef_pos"] - ref["robot0_eef_pos"])))
+        obj_err = max(obj_err, float(np.linalg.norm(obs["object"][:3] - ref["object"][:3])))
+    return {"max_eef_pos_error": eef_err, "max_object_pos_error": obj_err}
 
-    Returns the largest end-effector position error (m) and object position error (m) over the episode, comparing
-    the simulator after action t with the recorded state t+1. Why start at 1: robosuite's DataCollectionWrapper
-    (which recorded robomimic's datasets) restores the episode's first state after a second reset, and robosuite's
-    controller then takes the first action relative to the pose of that second reset, which is not stored; from
-    states[1] on every action was taken from its recorded state. Measured from states[0], the first step alone is
-    off by 5-7 mm (the relative actions replayed the same way drift as much).
+
+def abs_action_replay_error(env_meta: dict, states: np.ndarray, abs_actions: np.ndarray, start: int = 1) -> dict:
+    """Execute absolute actions open-loop from states[start] with the absolute controller: `replay_error`.
+
+    Why start at 1: robosuite's DataCollectionWrapper (which recorded robomimic's datasets) restores the episode's
+    first state after a second reset, and robosuite's controller then takes the first action relative to the pose
+    of that second reset, which is not stored; from states[1] on every action was taken from its recorded state.
+    Measured from states[0], the first step alone is off by 5-7 mm (the relative actions replayed the same way
+    drift as much).
     """
     from envs.robomimic.env import RobomimicEnv
 
     env = RobomimicEnv(env_meta, obs_keys=["object", "robot0_eef_pos"], abs_action=True)
     probe = RobomimicEnv(env_meta, obs_keys=["object", "robot0_eef_pos"])
     try:
-        env.reset(options={"state": states[start]})
-        eef_err, obj_err = 0.0, 0.0
-        for t in range(start, len(abs_actions) - 1):
-            obs, *_ = env.step(abs_actions[t])
-            ref, _ = probe.reset(options={"state": states[t + 1]})
-            eef_err = max(eef_err, float(np.linalg.norm(obs["robot0_eef_pos"] - ref["robot0_eef_pos"])))
-            obj_err = max(obj_err, float(np.linalg.norm(obs["object"][:3] - ref["object"][:3])))
+        return replay_error(env, probe, states, abs_actions, start)
     finally:
         env.close()
         probe.close()
-    return {"max_eef_pos_error": eef_err, "max_object_pos_error": obj_err}
 
 
 # ---------------------------------------------------------------- conversion to zarr

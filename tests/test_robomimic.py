@@ -297,6 +297,12 @@ def test_download_robomimic_files_from_a_local_copy(robomimic_files, tmp_path, m
     assert path == cache / "robomimic" / "lift" / "ph" / "low_dim_v141.hdf5"
     assert (path.parent / "low_dim_v141.hdf5.sha256").read_text().split()[0] == download.sha256_of(path)
     assert download.fetch("robomimic/lift/ph/low_dim", cache=cache) == path  # in the cache: no source, no network
+    # Another local copy given: checked and taken instead of the cached file, not silently ignored.
+    other = robomimic_files["image"]  # a Lift file of the same 3 demos with obs/object: passes as low_dim
+    assert download.fetch("robomimic/lift/ph/low_dim", cache=cache, source=other) == path
+    assert download.sha256_of(path) == download.sha256_of(other)
+    shutil.copyfile(robomimic_files["low_dim"], tmp_path / "low_dim.hdf5")
+    download.fetch("robomimic/lift/ph/low_dim", cache=cache, source=tmp_path / "low_dim.hdf5")
     image = download.fetch("robomimic/lift/ph/image", cache=cache, source=robomimic_files["raw"], progress=False)
     assert (cache / "robomimic" / "lift" / "ph" / "demo_v141.hdf5").is_file()  # the raw file it was made from
     with h5py.File(image) as f, h5py.File(robomimic_files["raw"]) as raw:

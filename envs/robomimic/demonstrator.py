@@ -37,7 +37,6 @@ class WaypointDemonstrator:
         self.phase, self.phase_steps = "above", 0
         self.hover = rng.uniform(0.06, 0.12)
         self.down = self._eef_rotation()  # the start orientation points the gripper down
-        self.grasp_offset = None
 
     # ---------------------------------------------------------------- state
 
@@ -54,9 +53,7 @@ class WaypointDemonstrator:
             yaw = self._yaw(self.rs.obj_body_id[nut.name])
             return np.array(self.rs.sim.data.site_xpos[self.rs.object_site_ids[0]]), yaw
         body = self.rs.cube_body_id if self.task == "lift" else self.rs.obj_body_id["Can"]
-        quat_wxyz = np.array(self.rs.sim.data.body_xquat[body])
-        yaw = Rotation.from_quat(quat_wxyz[[1, 2, 3, 0]]).as_euler("xyz")[2]
-        return np.array(self.rs.sim.data.body_xpos[body]), yaw
+        return np.array(self.rs.sim.data.body_xpos[body]), self._yaw(body)
 
     def _yaw(self, body: int) -> float:
         quat_wxyz = np.array(self.rs.sim.data.body_xquat[body])
@@ -114,8 +111,6 @@ class WaypointDemonstrator:
             return self._command(target, rot, -1)
         if self.phase == "grasp":
             if self.phase_steps > 12:
-                self.grasp_offset = eef - obj
-                self.grasp_rotation = rot
                 self._next("lift")
             return self._command(eef, rot, 1)
         if self.phase == "lift":
